@@ -1,0 +1,211 @@
+"""The ``marginrobust`` command line: each command is a thin caller of the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import UserError
+
+
+class _Group(click.Group):
+    """Turns a :class:`UserError` into one sentence on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"model options are key=value pairs, not {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _positive_int_list(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated epochs, not {text!r}") from None
+    if any(v < 0 for v in values):
+        raise UserError("checkpoint epochs must be non-negative")
+    return values
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="marginrobust")
+def main() -> None:
+    """Train homogeneous networks far past fitting and measure how their normalized
+    margin and adversarial robustness move together (Lyu & Li, ICLR 2020)."""
+
+
+@main.command("models")
+@click.argument("pattern", default="*")
+def models_cmd(pattern: str) -> None:
+    """List registered models (any timm architecture is also accepted as timm/<name>)."""
+    from .models import list_models
+    from .registry import MODELS
+
+    for name in list_models(pattern):
+        doc = (MODELS.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
+@main.command("datasets")
+def datasets_cmd() -> None:
+    """List registered datasets."""
+    from .data import list_datasets
+
+    for name, desc in list_datasets():
+        click.echo(f"{name:14s} {desc}")
+
+
+_model_options = [
+    click.option("--model", default="cnn", show_default=True,
+                 help="Model family (see `marginrobust models`) or timm/<arch>."),
+    click.option("--bias", type=click.Choice(["none", "first", "all"]), default="none",
+                 show_default=True, help="Biases: none/first keep homogeneity, all breaks it."),
+    click.option("--width", type=float, default=1.0, show_default=True,
+                 help="Width multiplier (channels and hidden units)."),
+    click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+                 help="More model options, e.g. widths=[128,128]."),
+    click.option("--dataset", default="digits", show_default=True,
+                 help="Dataset (see `marginrobust datasets`), imagefolder:PATH or npz:PATH."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="Dataset cache/download folder [default: ~/.cache/marginrobust]."),
+]
+
+
+def _apply(options: list[Any]) -> Any:
+    def deco(fn: Any) -> Any:
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def _model_kwargs(model: str, bias: str, width: float, model_opts: tuple[str, ...]) -> dict:
+    kwargs = {} if model.startswith("timm/") else {"bias": bias, "width": width}
+    kwargs.update(_parse_kwargs(model_opts))
+    return kwargs
+
+
+@main.command("train")
+@_apply(_model_options)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Run directory (metrics, checkpoints, resume file).")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Accepted epochs to train [default: 100].")
+@click.option("--batch-size", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Mini-batch size; 0 for full batch.")
+@click.option("--schedule", type=click.Choice(["loss-based", "constant"]), default="loss-based",
+              show_default=True, help="Paper's loss-based rate with rollback, or constant.")
+@click.option("--lr", type=float, default=None,
+              help="alpha_0 for loss-based [0.1]; the rate for constant [0.01].")
+@click.option("--train-subset", type=click.IntRange(min=1), default=None,
+              help="Seeded class-balanced training subset size.")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None,
+              help="Seeded class-balanced test subset size.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of initialisation, data order and subsets.")
+@click.option("--checkpoint-decades", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="Checkpoint every k decades of the summed loss (0: off).")
+@click.option("--checkpoint-epochs", default=None, metavar="E1,E2,...",
+              help="Extra epochs to checkpoint.")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this training time.")
+@click.option("--target-log10-loss", type=float, default=None,
+              help="Stop once log10 of the summed training loss reaches this value.")
+@click.option("--explode-ratio", type=float, default=500.0, show_default=True,
+              help="Roll back when a batch loss exceeds this multiple of the last mean loss.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Start from this checkpoint's weights.")
+@click.option("--scale", type=float, default=None,
+              help="Multiply all parameters by this factor before training.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], dataset: str,
+              data_dir: str | None, out: str, epochs: int | None, batch_size: int, schedule: str,
+              lr: float | None, train_subset: int | None, test_subset: int | None, seed: int,
+              checkpoint_decades: float, checkpoint_epochs: str | None,
+              max_minutes: float | None, target_log10_loss: float | None, explode_ratio: float,
+              device: str, init_from: str | None, scale: float | None, resume: bool,
+              quiet: bool) -> None:
+    """Train a model with the paper's procedure, checkpointing along the trajectory."""
+    from .train.run import RunSpec, train_run
+    from .train.trainer import TrainConfig
+
+    if resume:
+        overrides = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes),
+                                       ("target_log10_loss", target_log10_loss)) if v is not None}
+        trainer = train_run(out, resume=True, overrides=overrides, progress=not quiet)
+    else:
+        config = TrainConfig(epochs=100 if epochs is None else epochs, batch_size=batch_size,
+                             schedule=schedule, lr=lr, explode_ratio=explode_ratio,
+                             max_minutes=max_minutes, target_log10_loss=target_log10_loss,
+                             seed=seed, device=device)
+        spec = RunSpec(model=model, model_kwargs=_model_kwargs(model, bias, width, model_opts),
+                       dataset=dataset, data_dir=data_dir, train_subset=train_subset,
+                       test_subset=test_subset, data_seed=seed, init_seed=seed, train=config,
+                       checkpoint_decades=checkpoint_decades,
+                       checkpoint_epochs=_positive_int_list(checkpoint_epochs),
+                       init_from=init_from, scale=scale)
+        trainer = train_run(out, spec, progress=not quiet)
+    r = trainer.record or {}
+    click.echo(f"stopped ({trainer.stop_reason}) at epoch {r.get('epoch')}: "
+               f"log10 loss {r.get('log10_loss', float('nan')):.2f}, "
+               f"train acc {r.get('train_acc', float('nan')):.4f}, "
+               f"test acc {r.get('test_acc', float('nan')):.4f}, "
+               f"normalized margin {r.get('normalized_margin', float('nan')):.4e}; "
+               f"run in {Path(out)}")
+
+
+@main.command("check-homogeneity")
+@_apply(_model_options)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Check a checkpoint's model instead of a fresh one.")
+@click.option("-n", "n_points", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Data points to evaluate on.")
+def check_homogeneity_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...],
+                          dataset: str, data_dir: str | None, checkpoint: str | None,
+                          n_points: int) -> None:
+    """Measure a model's homogeneity order L, or say why it is not homogeneous.
+
+    Exits 0 when homogeneous, 1 when not (so scripts can test it).
+    """
+    from .data import load_dataset
+    from .models import check_homogeneity, create_model
+    from .train.checkpoints import load_checkpoint
+
+    data = load_dataset(dataset, data_dir, train_subset=None, test_subset=None, seed=0)
+    if checkpoint:
+        net, _ = load_checkpoint(checkpoint)
+    else:
+        c, h, w = data.spec.shape
+        net = create_model(model, num_classes=data.spec.num_classes, in_chans=c, img_size=(h, w),
+                           **_model_kwargs(model, bias, width, model_opts))
+    report = check_homogeneity(net, data.x_train[:n_points])
+    click.echo(report.describe())
+    sys.exit(0 if report.homogeneous else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Shared building blocks: bias modes, widths, He-normal initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+BIAS_MODES = ("none", "first", "all")
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def check_bias(bias: str) -> str:
+    """Validate a bias mode: ``none`` and ``first`` keep homogeneity, ``all`` breaks it."""
+    if bias not in BIAS_MODES:
+        raise UserError(f"bias must be one of {', '.join(BIAS_MODES)}, not {bias!r}")
+    return bias
+
+
+def layer_bias(bias: str, index: int) -> bool:
+    """Whether weight layer number ``index`` (0-based) carries a bias under ``bias`` mode."""
+    return bias == "all" or (bias == "first" and index == 0)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count after the width multiplier (at least one channel)."""
+    if width <= 0:
+        raise UserError(f"width must be positive, not {width}")
+    return max(1, int(round(channels * width)))
+
+
+def image_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
+    """(H, W) from an int or a pair."""
+    if isinstance(img_size, int):
+        return img_size, img_size
+    h, w = tuple(img_size)[-2:]
+    return int(h), int(w)
+
+
+def he_normal_(model: nn.Module) -> nn.Module:
+    """He-normal weights (fan-in, ReLU gain) and zero biases, as in the paper."""
+    for m in model.modules():
+        if isinstance(m, WEIGHT_LAYERS):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """The conv and linear layers of ``model`` in forward (registration) order."""
+    return [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+@torch.no_grad()
+def layer_norms(model: nn.Module) -> list[float]:
+    """Frobenius norm of each weight layer, its bias included (float64)."""
+    out = []
+    for m in weight_layers(model):
+        sq = m.weight.detach().double().pow(2).sum()
+        if getattr(m, "bias", None) is not None:
+            sq = sq + m.bias.detach().double().pow(2).sum()
+        out.append(float(sq.sqrt()))
+    return out

@@ -1,0 +1,180 @@
+"""Checkpoints along the trajectory: policy, atomic save, safe load.
+
+Every checkpoint is self-describing and resumable: the model's name and kwargs, the
+data spec, the run config, epoch/step/wall time, its metrics, the scheduler state and
+the data-order RNG state. Files hold only tensors and plain Python values, so they load
+with ``torch.load(weights_only=True)``; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .callbacks import Callback
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+FORMAT = "marginrobust.checkpoint"
+VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+RESUME_FILE = "resume.pt"
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file so readers see the old or the new content, never a torn one.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and the
+    file is renamed over ``path`` (an atomic rename on POSIX and Windows).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """Atomically ``torch.save`` a checkpoint payload."""
+    atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw payload of a checkpoint, loaded with ``weights_only=True``.
+
+    Raises:
+        UserError: missing file, a file that carries code or objects, or another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint file at {path}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"refusing to load {path}: it is not a plain-tensor checkpoint "
+                        f"loadable with weights_only=True ({first[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a marginrobust checkpoint")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a checkpoint's model and return it with its metadata.
+
+    Args:
+        path: A checkpoint file.
+        device: Where to put the model.
+        model: An architecture to load the weights into, for models built outside the
+            registry; by default the model is rebuilt from the name and kwargs stored
+            in the checkpoint.
+
+    Returns:
+        (model in eval mode, metadata dict without the weights).
+    """
+    from ..models import create_model
+
+    payload = read_checkpoint(path, device)
+    if model is None:
+        info = payload["model_info"]
+        if not info.get("name"):
+            raise UserError(f"{path} holds a model built outside the registry; pass model=")
+        model = create_model(info["name"], **info["kwargs"])
+    model.load_state_dict(payload["state"]["model"])
+    meta = {k: v for k, v in payload.items() if k != "state"}
+    meta.update({k: v for k, v in payload["state"].items() if k not in ("model", "generator")})
+    return model.to(device).eval(), meta
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The trajectory checkpoints of a run, by epoch."""
+    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("epoch-*.pt"))
+
+
+class CheckpointCallback(Callback):
+    """Saves the trajectory checkpoints and a rolling resume file.
+
+    Checkpoints: the initial model, every time log10 𝓛 reaches a new multiple of
+    ``decades`` (paper: 5 for long runs, 1 for short ones), the chosen ``epochs``, and
+    the last epoch. ``resume.pt`` is rewritten after every accepted epoch.
+
+    Args:
+        run_dir: The run directory.
+        model_info: ``{"name": ..., "kwargs": {...}}`` to rebuild the model.
+        data_spec: The dataset's spec as a dict.
+        decades: Spacing k in decades of the summed loss (0 disables).
+        epochs: Extra epochs to checkpoint.
+        extra: More metadata stored in every checkpoint (seeds, command line, ...).
+    """
+
+    def __init__(self, run_dir: str | Path, model_info: dict[str, Any], data_spec: dict[str, Any],
+                 decades: float = 1.0, epochs: Iterable[int] = (),
+                 extra: dict[str, Any] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.model_info = model_info
+        self.data_spec = data_spec
+        self.decades = decades
+        self.epochs = set(epochs)
+        self.extra = extra or {}
+        self.next_threshold = math.inf
+        self.saved: list[int] = []
+
+    def _payload(self, trainer: Trainer, kind: str) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "kind": kind,
+                "model_info": self.model_info, "data": self.data_spec,
+                "homogeneity_order": trainer.order, "epoch": trainer.epoch,
+                "step": trainer.step, "wall_s": trainer.wall_s, "metrics": trainer.record,
+                **self.extra, "state": trainer.state_dict()}
+
+    def _next(self, log10_loss: float) -> float:
+        # The next multiple of k strictly below the current log10 loss.
+        return self.decades * math.ceil(log10_loss / self.decades) - self.decades
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        epoch, log10_loss = record["epoch"], record["log10_loss"]
+        kind = None
+        if epoch == 0:
+            kind = "initial"
+        elif self.decades > 0 and log10_loss <= self.next_threshold:
+            kind = "decades"
+        elif epoch in self.epochs:
+            kind = "epoch"
+        if self.decades > 0 and (kind is not None or self.next_threshold == math.inf):
+            self.next_threshold = self._next(log10_loss)
+        if kind is not None:
+            self._save(trainer, kind)
+        save_checkpoint(self._payload(trainer, "resume"), self.run_dir / RESUME_FILE)
+
+    def on_train_end(self, trainer: Trainer, reason: str) -> None:
+        if trainer.epoch not in self.saved:
+            self._save(trainer, "last")
+
+    def _save(self, trainer: Trainer, kind: str) -> None:
+        self.saved.append(trainer.epoch)
+        path = self.run_dir / CHECKPOINT_DIR / f"epoch-{trainer.epoch:06d}.pt"
+        save_checkpoint(self._payload(trainer, kind), path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_threshold": self.next_threshold, "saved": list(self.saved)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_threshold = state.get("next_threshold", math.inf)
+        self.saved = list(state.get("saved", []))

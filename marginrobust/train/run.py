@@ -1,0 +1,157 @@
+"""A training run on disk: data + model + trainer + the callbacks that write the run folder.
+
+Layout of ``RUN_DIR``::
+
+    run.json             what was asked for (model, data, training config)
+    metrics.jsonl/.csv   one row per accepted epoch
+    checkpoints/         epoch-NNNNNN.pt along the trajectory
+    resume.pt            the latest state, rewritten every epoch
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .callbacks import Callback, ProgressBar
+from .checkpoints import RESUME_FILE, CheckpointCallback, atomic_write, read_checkpoint
+from .metrics_log import MetricsWriter
+from .trainer import TrainConfig, Trainer
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunSpec:
+    """What a run trains: model, data and training settings.
+
+    Attributes:
+        model: Registered model name or ``timm/<arch>``.
+        model_kwargs: Family options (``bias``, ``width``, ``widths``...).
+        dataset: Dataset name (``digits``, ``fashion-mnist``, ``imagefolder:PATH``...).
+        data_dir: Where datasets are cached or downloaded (None: the default).
+        train_subset: Seeded class-balanced training subset size (None: all).
+        test_subset: Same for the test set.
+        data_seed: Seed of the subsets.
+        init_seed: Seed of the model's initialisation.
+        train: The :class:`TrainConfig`.
+        checkpoint_decades: Checkpoint spacing in decades of the summed loss.
+        checkpoint_epochs: Extra epochs to checkpoint.
+        init_from: Start from this checkpoint's weights instead of a fresh model.
+        scale: Multiply every parameter by this factor before training (with
+            ``init_from``: jump far down the loss of a homogeneous net).
+    """
+
+    model: str = "cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    data_seed: int = 0
+    init_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint_decades: float = 1.0
+    checkpoint_epochs: list[int] = field(default_factory=list)
+    init_from: str | None = None
+    scale: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        d["train"] = TrainConfig(**d["train"])
+        return cls(**d)
+
+
+def _environment() -> dict[str, Any]:
+    return {"torch": str(torch.__version__), "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False,
+              overrides: dict[str, Any] | None = None, progress: bool = False,
+              callbacks: Sequence[Callback] = ()) -> Trainer:
+    """Train (or resume) a run whose files live in ``out``.
+
+    Args:
+        out: The run directory.
+        spec: What to train; ignored when resuming (the stored spec is used).
+        resume: Continue from ``out/resume.pt`` exactly where the run stopped.
+        overrides: TrainConfig fields to change on resume (``epochs``, ``max_minutes``,
+            ``target_log10_loss``).
+        progress: Show a progress bar.
+        callbacks: More callbacks (after the metrics and checkpoint writers).
+
+    Returns:
+        The trainer after it stopped (``trainer.stop_reason``, ``trainer.record``).
+    """
+    from ..data import load_dataset
+    from ..models import create_model
+
+    out = Path(out)
+    state = None
+    if resume:
+        if not (out / RESUME_FILE).exists():
+            raise UserError(f"nothing to resume: {out / RESUME_FILE} does not exist")
+        payload = read_checkpoint(out / RESUME_FILE)
+        spec = RunSpec.from_dict(payload["run"])
+        for key, value in (overrides or {}).items():
+            setattr(spec.train, key, value)
+        state = payload["state"]
+    else:
+        if (out / RESUME_FILE).exists():
+            raise UserError(f"{out} already holds a run; pass --resume to continue it "
+                            "or choose another --out")
+        spec = spec or RunSpec()
+    spec.train.validate()
+
+    data = load_dataset(spec.dataset, spec.data_dir, spec.train_subset, spec.test_subset,
+                        spec.data_seed)
+    c, h, w = data.spec.shape
+    kwargs = {"num_classes": data.spec.num_classes, "in_chans": c, "img_size": [h, w],
+              **spec.model_kwargs}
+    torch.manual_seed(spec.init_seed)
+    model = create_model(spec.model, **kwargs)
+    if spec.init_from and state is None:
+        src = read_checkpoint(spec.init_from)
+        try:
+            model.load_state_dict(src["state"]["model"])
+        except RuntimeError:
+            raise UserError(f"{spec.init_from} does not fit model {spec.model} on "
+                            f"{spec.dataset}") from None
+    if spec.scale is not None and state is None:
+        if not spec.scale > 0:
+            raise UserError(f"scale must be positive, not {spec.scale}")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(spec.scale)
+
+    model_info = {"name": spec.model, "kwargs": kwargs}
+    cbs: list[Callback] = [MetricsWriter(out),
+                           CheckpointCallback(out, model_info, data.spec.to_dict(),
+                                              spec.checkpoint_decades, spec.checkpoint_epochs,
+                                              extra={"run": spec.to_dict(),
+                                                     "environment": _environment()})]
+    cbs += list(callbacks)
+    trainer = Trainer(model, data.x_train, data.y_train, data.x_test, data.y_test, spec.train,
+                      cbs)
+    if state is not None:
+        trainer.load_state_dict(state)
+    if progress:
+        trainer.callbacks.append(ProgressBar(spec.train.epochs, trainer.epoch))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / RUN_FILE, lambda fh: fh.write(
+        json.dumps({"run": spec.to_dict(), "data": data.spec.to_dict(),
+                    "environment": _environment()}, indent=2).encode()))
+    trainer.fit()
+    return trainer

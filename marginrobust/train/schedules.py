@@ -1,0 +1,139 @@
+"""Learning-rate schedules: the paper's loss-based rate with rollback, and a constant rate.
+
+Both drive the same update. Each batch minimises the *relative* loss
+mean_b exp(log ℓ_b − F) with plain SGD at rate ``alpha``, where F is the log of a
+reference mean loss (the frame). With F = log 𝓛̄_{t−1} this is exactly a step of
+η = α/𝓛̄_{t−1} on the mean loss, yet neither η nor the loss is ever formed, so the
+gradient stays representable when 𝓛 is 1e-1000 (PAPER.md section 3, frame trick).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import UserError
+
+SCHEDULES = ("loss-based", "constant")
+
+
+@dataclass
+class LossBasedSchedule:
+    """η_t = α_t / 𝓛̄_{t−1}; α grows by ``up`` after an accepted epoch, shrinks by ``down``
+    after a rejected one (the epoch is redone from the saved parameters).
+
+    Attributes:
+        alpha: Current α (paper: α_0 = 0.1).
+        log_frame: F = log 𝓛̄_{t−1}, natural log of the last accepted mean training loss.
+        up: Factor after acceptance (paper: 2^{1/5}).
+        down: Divisor after a rollback (paper: 2^{1/10}).
+        alpha_min: Training stops once α falls below it (paper: 1e-50).
+    """
+
+    alpha: float = 0.1
+    log_frame: float = 0.0
+    up: float = 2 ** (1 / 5)
+    down: float = 2 ** (1 / 10)
+    alpha_min: float = 1e-50
+    name: str = "loss-based"
+
+    def start(self, log_mean_loss: float) -> None:
+        """Set the frame from the mean loss of the initial model."""
+        self.log_frame = log_mean_loss
+
+    @property
+    def rate(self) -> float:
+        """The SGD rate applied to the relative loss."""
+        return self.alpha
+
+    @property
+    def log10_lr(self) -> float:
+        """log10 η = log10 α − log10 𝓛̄_{t−1}: the paper's step on the mean loss."""
+        return math.log10(self.alpha) - self.log_frame / math.log(10)
+
+    def end_epoch(self, log_mean_loss: float | None) -> bool:
+        """Judge an epoch by the new mean loss (None: it exploded); True = accept."""
+        ok = (log_mean_loss is not None and math.isfinite(log_mean_loss)
+              and log_mean_loss <= self.log_frame)
+        if ok:
+            assert log_mean_loss is not None
+            self.log_frame = log_mean_loss
+            self.alpha *= self.up
+        else:
+            self.alpha /= self.down
+        return ok
+
+    @property
+    def exhausted(self) -> bool:
+        """α fell below ``alpha_min``: the run cannot make progress."""
+        return self.alpha < self.alpha_min
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+@dataclass
+class ConstantSchedule:
+    """A fixed step η on the mean loss; no frame, no rollback (paper's baseline).
+
+    An epoch that produces a non-finite loss is still rolled back, and the run stops.
+    """
+
+    lr: float = 0.01
+    log_frame: float = 0.0
+    name: str = "constant"
+    diverged: bool = False
+
+    def start(self, log_mean_loss: float) -> None:
+        """Nothing to set: the frame stays at 0, so the relative loss is the loss."""
+
+    @property
+    def rate(self) -> float:
+        return self.lr
+
+    @property
+    def alpha(self) -> float:
+        return self.lr
+
+    @property
+    def log10_lr(self) -> float:
+        return math.log10(self.lr)
+
+    def end_epoch(self, log_mean_loss: float | None) -> bool:
+        ok = log_mean_loss is not None and math.isfinite(log_mean_loss)
+        self.diverged = not ok
+        return ok
+
+    @property
+    def exhausted(self) -> bool:
+        return self.diverged
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+Schedule = LossBasedSchedule | ConstantSchedule
+
+
+def make_schedule(name: str, lr: float, up: float = 2 ** (1 / 5), down: float = 2 ** (1 / 10),
+                  alpha_min: float = 1e-50) -> Schedule:
+    """Build a schedule by name; ``lr`` is α_0 for ``loss-based`` and η for ``constant``.
+
+    ``up``, ``down`` and ``alpha_min`` only concern ``loss-based``.
+    """
+    if not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"the learning rate must be a positive number, not {lr}")
+    if name == "loss-based":
+        return LossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
+    if name == "constant":
+        return ConstantSchedule(lr=lr)
+    raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, not {name!r}")

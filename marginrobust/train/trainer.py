@@ -1,0 +1,278 @@
+"""The training loop of the paper: plain SGD on the cross-entropy, measured every epoch.
+
+No file I/O here: checkpoints, metric logs and progress bars are callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..margins import LN10, log_losses, margin_stats
+from ..models import homogeneity_order
+from .callbacks import Callback
+from .schedules import Schedule, make_schedule
+
+DEFAULT_LR = {"loss-based": 0.1, "constant": 0.01}
+STOP_REASONS = ("epochs", "time", "target", "alpha", "diverged")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run.
+
+    Attributes:
+        epochs: Accepted epochs to train (rolled-back attempts do not count).
+        batch_size: Mini-batch size; 0 means full batch (paper: 100).
+        schedule: ``loss-based`` (paper's, with rollback) or ``constant``.
+        lr: α_0 for ``loss-based`` (paper: 0.1), η for ``constant`` (paper: 0.01 MNIST,
+            0.1 CIFAR-10); None picks those defaults.
+        lr_up: α factor after an accepted epoch (paper: 2^{1/5}).
+        lr_down: α divisor after a rollback (paper: 2^{1/10}).
+        alpha_min: Stop once α < alpha_min (paper: 1e-50).
+        explode_ratio: Roll back when a batch's mean loss exceeds this multiple of the
+            last full-set mean loss (paper: 500-600), or is not finite.
+        max_minutes: Stop after this much training wall time (None: no limit).
+        target_log10_loss: Stop once log10 of the summed training loss is at or below it.
+        seed: Seed of the data order (the model's initialisation is seeded by its builder).
+        device: ``auto`` (cuda when present), ``cpu`` or ``cuda``.
+        eval_batch_size: Batch size of the per-epoch full-set measurements.
+    """
+
+    epochs: int = 100
+    batch_size: int = 100
+    schedule: str = "loss-based"
+    lr: float | None = None
+    lr_up: float = 2 ** (1 / 5)
+    lr_down: float = 2 ** (1 / 10)
+    alpha_min: float = 1e-50
+    explode_ratio: float = 500.0
+    max_minutes: float | None = None
+    target_log10_loss: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 1000
+
+    def validate(self) -> TrainConfig:
+        """Check values; returns self with ``lr`` filled in."""
+        if self.epochs < 0:
+            raise UserError(f"epochs must be 0 or more, not {self.epochs}")
+        if self.batch_size < 0:
+            raise UserError(f"batch size must be 0 (full batch) or positive, not {self.batch_size}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UserError(f"max minutes must be positive, not {self.max_minutes}")
+        if not (self.lr_up >= 1 and self.lr_down > 1 and self.explode_ratio > 1):
+            raise UserError("lr_up must be >= 1 and lr_down and explode_ratio > 1")
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.schedule, 0.1)
+        make_schedule(self.schedule, self.lr)
+        resolve_device(self.device)
+        return self
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; a clear error for an absent cuda."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+class Trainer:
+    """Gradient descent with the paper's loss-based rate, margin statistics every epoch.
+
+    Args:
+        model: A classifier returning logits for inputs in [0, 1].
+        x_train, y_train, x_test, y_test: The data (float inputs, int64 labels).
+        config: The run's :class:`TrainConfig`.
+        callbacks: Hooks receiving the epoch records (checkpoints, logs, progress).
+    """
+
+    def __init__(self, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
+                 x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
+                 callbacks: Sequence[Callback] = ()) -> None:
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.x_train, self.y_train = x_train.to(self.device), y_train.to(self.device)
+        self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
+        assert config.lr is not None
+        self.schedule: Schedule = make_schedule(config.schedule, config.lr, config.lr_up,
+                                                config.lr_down, config.alpha_min)
+        self.callbacks = list(callbacks)
+        # The data order comes from its own generator, so resuming restores it exactly.
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.order = homogeneity_order(self.model, self.x_train[:64])
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.schedule.rate,
+                                         momentum=0.0, weight_decay=0.0)
+        self.epoch = 0
+        self.step = 0
+        self.grad_evals = 0
+        self.wall_s = 0.0
+        self.record: dict[str, Any] | None = None
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------------ measurement
+    def measure(self, rollbacks: int = 0, train: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The epoch record of the current parameters (PAPER.md section 3 fields)."""
+        self.model.eval()
+        bs = self.config.eval_batch_size
+        if train is None:
+            train = margin_stats(self.model, self.x_train, self.y_train, self.order, bs)
+        test = margin_stats(self.model, self.x_test, self.y_test, self.order, bs)
+        log10_lr = self.schedule.log10_lr
+        record = {
+            "epoch": self.epoch, "step": self.step, "grad_evals": self.grad_evals,
+            "wall_s": self.wall_s,
+            # η itself leaves the float range once the loss does; log10_lr always holds it.
+            "lr": 10.0**log10_lr if abs(log10_lr) < 300 else None,
+            "log10_lr": log10_lr, "alpha": self.schedule.alpha, "rollbacks": rollbacks,
+            "log10_loss": train["log10_loss"], "log10_mean_loss": train["log10_mean_loss"],
+            "train_acc": train["accuracy"], "test_acc": test["accuracy"],
+            "test_log10_mean_loss": test["log10_mean_loss"],
+        }
+        for key in ("rho", "layer_norms", "homogeneity_order", "q_min", "q_max",
+                    "normalized_margin", "product_margin", "smoothed_margin", "near_support"):
+            record[key] = train[key]
+        return record
+
+    def _train_stats(self) -> dict[str, Any]:
+        self.model.eval()
+        return margin_stats(self.model, self.x_train, self.y_train, self.order,
+                            self.config.eval_batch_size)
+
+    # ------------------------------------------------------------------ one epoch
+    def _run_epoch(self) -> tuple[int, bool]:
+        """One pass over the data; returns (steps taken, whether a batch exploded)."""
+        self.model.train()
+        n = len(self.x_train)
+        bs = self.config.batch_size or n
+        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.rate
+        frame = self.schedule.log_frame
+        limit = self.config.explode_ratio if self.schedule.name == "loss-based" else math.inf
+        # Explosion is tracked on the device and read once per epoch: no per-batch sync.
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        steps = 0
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            logits = self.model(self.x_train[idx])
+            # Relative loss mean exp(log ℓ − F): its gradient times α is η ∇(mean loss).
+            rel = torch.exp(log_losses(logits, self.y_train[idx]) - frame).mean()
+            bad |= ~torch.isfinite(rel) | (rel > limit)
+            self.optimizer.zero_grad(set_to_none=True)
+            rel.backward()
+            self.optimizer.step()
+            steps += 1
+        return steps, bool(bad)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> str:
+        """Train until a stop condition; returns the reason (one of ``STOP_REASONS``)."""
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        if self.record is None:
+            start = time.perf_counter()
+            train = self._train_stats()
+            self.schedule.start(train["log10_mean_loss"] * LN10)
+            self.record = self.measure(train=train)
+            self.wall_s += time.perf_counter() - start
+            self.record["wall_s"] = self.wall_s
+            self._emit(self.record)
+        reason = self._check_stop()
+        while reason is None:
+            reason = self._advance_one_epoch()
+            if reason is None:
+                reason = self._check_stop()
+        self.stop_reason = reason
+        for cb in self.callbacks:
+            cb.on_train_end(self, reason)
+        return reason
+
+    def _advance_one_epoch(self) -> str | None:
+        """Attempt epochs until one is accepted; a stop reason if none can be."""
+        rollbacks = 0
+        while True:
+            start = time.perf_counter()
+            saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            steps, exploded = self._run_epoch()
+            self.grad_evals += steps
+            train = None if exploded else self._train_stats()
+            log_mean = None if train is None else train["log10_mean_loss"] * LN10
+            if self.schedule.end_epoch(log_mean):
+                self.epoch += 1
+                self.step += steps
+                self.record = self.measure(rollbacks, train)
+                self.wall_s += time.perf_counter() - start
+                self.record["wall_s"] = self.wall_s
+                self._emit(self.record)
+                return None
+            self.model.load_state_dict(saved)
+            self.wall_s += time.perf_counter() - start
+            rollbacks += 1
+            why = "exploded" if exploded else "loss rose"
+            for cb in self.callbacks:
+                cb.on_rollback(self, self.epoch + 1, why)
+            if self.schedule.exhausted:
+                return self._exhausted_reason()
+            if self._out_of_time():
+                return "time"
+
+    def _exhausted_reason(self) -> str:
+        return "alpha" if self.schedule.name == "loss-based" else "diverged"
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+
+    def _out_of_time(self) -> bool:
+        return self.config.max_minutes is not None and self.wall_s >= 60 * self.config.max_minutes
+
+    def _check_stop(self) -> str | None:
+        assert self.record is not None
+        target = self.config.target_log10_loss
+        if target is not None and self.record["log10_loss"] <= target:
+            return "target"
+        if self.schedule.exhausted:
+            return self._exhausted_reason()
+        if self.epoch >= self.config.epochs:
+            return "epochs"
+        if self._out_of_time():
+            return "time"
+        return None
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (plain types and tensors)."""
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch, "step": self.step, "grad_evals": self.grad_evals,
+            "wall_s": self.wall_s, "record": self.record,
+            "config": asdict(self.config),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the model architecture must match)."""
+        self.model.load_state_dict(state["model"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.grad_evals, self.wall_s = state["grad_evals"], state["wall_s"]
+        self.record = state["record"]
+        for cb in self.callbacks:
+            cb.load_state_dict(state["callbacks"].get(type(cb).__name__, {}))

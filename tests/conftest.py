@@ -1,0 +1,32 @@
+"""Shared fixtures: small real data (scikit-learn digits) and a briefly trained model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: one intra-op thread per test process avoids oversubscription stalls.
+torch.set_num_threads(int(os.environ.get("MARGINROBUST_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from marginrobust import load_dataset
+
+    return load_dataset("digits", train_subset=300, test_subset=100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits):
+    """A bias-free MLP trained to 100% training accuracy with the package's own trainer."""
+    from marginrobust import TrainConfig, Trainer, create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(64,))
+    trainer = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                      TrainConfig(epochs=40, batch_size=50, device="cpu"))
+    trainer.fit()
+    assert trainer.record["train_acc"] == 1.0
+    return model.eval()

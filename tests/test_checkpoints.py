@@ -1,0 +1,134 @@
+"""Checkpoints: trajectory policy, atomic writes, safe loading, exact resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from marginrobust import RunSpec, TrainConfig, load_checkpoint, read_metrics, train_run
+from marginrobust.errors import UserError
+from marginrobust.train.checkpoints import (
+    FORMAT,
+    atomic_write,
+    list_checkpoints,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+SPEC = dict(model="mlp", model_kwargs={"widths": [32]}, dataset="digits", train_subset=200,
+            test_subset=50)
+
+
+def test_trajectory_checkpoints_follow_the_decade_policy(tmp_path):
+    spec = RunSpec(**SPEC, train=TrainConfig(epochs=12, batch_size=50, device="cpu"),
+                   checkpoint_decades=1.0, checkpoint_epochs=[5])
+    trainer = train_run(tmp_path / "run", spec)
+    rows = read_metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == list(range(13))
+    epochs = [int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "run")]
+    # Expected from the policy: initial, each new integer decade of log10 loss, epoch 5, last.
+    expected, threshold = {0, 5, 12}, None
+    for r in rows:
+        if threshold is None:
+            threshold = int(__import__("math").ceil(r["log10_loss"])) - 1
+        elif r["log10_loss"] <= threshold:
+            expected.add(r["epoch"])
+            threshold = int(__import__("math").ceil(r["log10_loss"])) - 1
+    assert set(epochs) == expected
+    model, meta = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert meta["epoch"] == trainer.epoch == 12
+    assert meta["metrics"]["log10_loss"] == rows[-1]["log10_loss"]
+    assert meta["model_info"]["name"] == "mlp" and meta["data"]["name"] == "digits"
+    assert meta["schedule"]["alpha"] == trainer.schedule.alpha
+    # Each checkpoint rebuilds its model alone and reproduces its recorded margin.
+    from marginrobust import load_dataset, margin_stats
+
+    data = load_dataset("digits", train_subset=200, test_subset=50)
+    stats = margin_stats(model, data.x_train, data.y_train)
+    assert stats["normalized_margin"] == pytest.approx(rows[-1]["normalized_margin"], rel=1e-6)
+    raw = torch.load(list_checkpoints(tmp_path / "run")[0], weights_only=True)
+    assert raw["format"] == FORMAT and raw["kind"] == "initial"
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    save_checkpoint({"format": FORMAT, "x": torch.ones(3)}, target)
+
+    def dies(fh):
+        fh.write(b"partial bytes")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies)
+    assert torch.equal(read_checkpoint(target)["x"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_code_carrying_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": Evil()}, path)
+    with pytest.raises(UserError, match="weights_only"):
+        load_checkpoint(path)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(2)}, other)
+    with pytest.raises(UserError, match="not a marginrobust checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(UserError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "marginrobust.cli", *args]
+
+
+TRAIN = ["train", "--model", "cnn", "--width", "0.5", "--dataset", "digits", "--train-subset",
+         "300", "--test-subset", "50", "--batch-size", "50", "--quiet", "--device", "cpu"]
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    epochs = "15"
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_cli(*TRAIN, "--epochs", epochs, "--out", str(full)), check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.Popen(_cli(*TRAIN, "--epochs", epochs, "--out", str(killed)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_metrics(killed)) >= 4:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done_before = len(read_metrics(killed))
+    assert done_before < int(epochs) + 1
+    subprocess.run(_cli("train", "--out", str(killed), "--resume", "--quiet"), check=True,
+                   env=env, capture_output=True)
+    assert _strip(read_metrics(killed)) == _strip(read_metrics(full))
+    a = [p.name for p in list_checkpoints(full)]
+    assert a == [p.name for p in list_checkpoints(killed)]
+    for name in a:
+        ma, _ = load_checkpoint(full / "checkpoints" / name)
+        mb, _ = load_checkpoint(killed / "checkpoints" / name)
+        for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb)
+    csv_lines = (killed / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == int(epochs) + 2
+    assert json.loads((killed / "run.json").read_text())["run"]["model"] == "cnn"

@@ -1,0 +1,145 @@
+"""The training procedure of PAPER.md section 3: schedule, rollback, the frame trick."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from marginrobust import Callback, TrainConfig, Trainer, create_model
+from marginrobust.errors import UserError
+from marginrobust.train.schedules import ConstantSchedule, LossBasedSchedule, make_schedule
+
+
+def test_loss_based_rule_accepts_decrease_and_rolls_back_otherwise():
+    s = LossBasedSchedule(alpha=0.1)
+    s.start(math.log(2.0))
+    assert s.end_epoch(math.log(1.5))
+    assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 5))
+    assert s.log_frame == math.log(1.5)
+    a = s.alpha
+    assert not s.end_epoch(math.log(1.6))           # loss rose: roll back
+    assert s.alpha == pytest.approx(a / 2 ** (1 / 10))
+    assert s.log_frame == math.log(1.5)             # the frame stays at the accepted loss
+    assert not s.end_epoch(None)                    # exploded batch
+    assert not s.end_epoch(math.nan)
+    assert s.end_epoch(math.log(1.5))               # equal loss is accepted (≤)
+    # η = α / 𝓛̄_{t-1}
+    assert s.log10_lr == pytest.approx(math.log10(s.alpha) - math.log10(1.5))
+
+
+def test_alpha_floor_exhausts_schedule():
+    s = LossBasedSchedule(alpha=1e-49)
+    s.start(0.0)
+    while s.end_epoch(1.0) is False and not s.exhausted:
+        pass
+    assert s.exhausted and s.alpha < 1e-50
+
+
+def test_constant_schedule_never_rolls_back_on_finite_loss():
+    s = make_schedule("constant", 0.01)
+    assert isinstance(s, ConstantSchedule)
+    assert s.end_epoch(5.0) and s.rate == 0.01 and not s.exhausted
+    assert not s.end_epoch(math.inf) and s.exhausted
+
+
+def test_bad_schedule_values_are_user_errors():
+    with pytest.raises(UserError):
+        make_schedule("cosine", 0.1)
+    with pytest.raises(UserError):
+        make_schedule("constant", -1.0)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.records, self.rollbacks, self.snapshots = [], [], []
+
+    def on_epoch_end(self, trainer, record):
+        self.records.append(record)
+        self.snapshots.append(copy.deepcopy(trainer.model.state_dict()))
+
+    def on_rollback(self, trainer, epoch, reason):
+        self.rollbacks.append((epoch, reason, copy.deepcopy(trainer.model.state_dict())))
+
+
+def test_trainer_rolls_back_to_exact_parameters(digits):
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+    rec = Recorder()
+    # α_0 = 1e4 blows the first attempts up; each is undone before α shrinks.
+    cfg = TrainConfig(epochs=2, batch_size=100, lr=1e4, device="cpu")
+    trainer = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test, cfg,
+                      [rec])
+    trainer.fit()
+    assert rec.rollbacks, "expected rolled-back epochs"
+    first_epoch_rollbacks = [r for r in rec.rollbacks if r[0] == 1]
+    for _, _, state in first_epoch_rollbacks:
+        for k, v in state.items():
+            assert torch.equal(v, rec.snapshots[0][k])
+    assert rec.records[1]["rollbacks"] == len(first_epoch_rollbacks)
+    assert rec.records[1]["alpha"] == pytest.approx(
+        1e4 / 2 ** (len(first_epoch_rollbacks) / 10) * 2 ** (1 / 5))
+    assert rec.records[1]["log10_mean_loss"] <= rec.records[0]["log10_mean_loss"]
+    assert trainer.grad_evals > trainer.step
+
+
+def test_accepted_epochs_never_increase_the_loss(digits):
+    torch.manual_seed(1)
+    model = create_model("cnn", in_chans=1, img_size=8, width=0.25)
+    rec = Recorder()
+    Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+            TrainConfig(epochs=15, batch_size=50, device="cpu"), [rec]).fit()
+    losses = [r["log10_loss"] for r in rec.records]
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert rec.records[-1]["train_acc"] > 0.9
+
+
+def test_frame_trick_keeps_training_at_log10_loss_below_minus_1000(trained_mlp, digits):
+    """A float32 model far past the float range keeps taking finite, non-zero steps."""
+    model = copy.deepcopy(trained_mlp)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(300.0)
+    rec = Recorder()
+    trainer = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                      TrainConfig(epochs=4, batch_size=100, device="cpu"), [rec])
+    before = copy.deepcopy(model.state_dict())
+    trainer.fit()
+    first, last = rec.records[0], rec.records[-1]
+    assert first["log10_loss"] < -1000
+    assert last["epoch"] == 4
+    assert last["log10_loss"] < first["log10_loss"]
+    for r in rec.records:
+        for key in ("log10_loss", "smoothed_margin", "normalized_margin", "q_min", "log10_lr"):
+            assert math.isfinite(r[key]) and r[key] != 0.0
+    moved = sum(float((model.state_dict()[k] - before[k]).abs().sum()) for k in before)
+    assert moved > 0
+    # The constant rate, by contrast, is frozen there: its gradient underflows.
+    frozen = copy.deepcopy(trained_mlp)
+    with torch.no_grad():
+        for p in frozen.parameters():
+            p.mul_(300.0)
+    start = copy.deepcopy(frozen.state_dict())
+    Trainer(frozen, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+            TrainConfig(epochs=2, schedule="constant", lr=0.01, device="cpu")).fit()
+    assert all(torch.equal(frozen.state_dict()[k], start[k]) for k in start)
+
+
+def test_stops_on_target_and_time(digits):
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+    t = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                TrainConfig(epochs=500, batch_size=0, target_log10_loss=2.0, device="cpu"))
+    assert t.fit() == "target" and t.record["log10_loss"] <= 2.0
+    t = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                TrainConfig(epochs=10**6, batch_size=0, max_minutes=0.02, device="cpu"))
+    assert t.fit() == "time" and t.epoch < 10**6
+
+
+def test_invalid_config_is_user_error():
+    with pytest.raises(UserError):
+        TrainConfig(epochs=-1).validate()
+    with pytest.raises(UserError):
+        TrainConfig(schedule="cosine").validate()
