@@ -1,0 +1,177 @@
+"""Typed evaluation records and the per-run results store.
+
+A run's evaluation lives in ``RUN_DIR/eval/``:
+
+    records.jsonl     one record per (checkpoint, split, attack or certificate, norm, ε)
+    <checkpoint>.npz  per-point distances and certified radii of that checkpoint
+    points.json       the fixed evaluation points (indices per split), same for all checkpoints
+
+Every file is rewritten atomically, so a killed evaluation leaves the last complete
+state and a rerun skips every finished (checkpoint, split, attack, norm, ε).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .train.checkpoints import atomic_write
+
+EVAL_DIR = "eval"
+RECORDS = "records.jsonl"
+
+
+@dataclass
+class EvalRecord:
+    """One robustness figure of one checkpoint.
+
+    Attributes:
+        checkpoint: Checkpoint name (file stem) or a label for in-memory models.
+        split: ``train`` or ``test``.
+        method: Attack name (``autoattack``, ``pgd``, ``fmn``...), ``certify-lipschitz``,
+            ``certify-ibp``, or ``worst`` (per point, the worst case over the attacks).
+        norm: ``L2`` or ``Linf``.
+        eps: Perturbation budget.
+        n: Number of evaluated points.
+        clean_acc: Accuracy on the unperturbed points.
+        robust_acc: Fraction of points still correct under the method (certified
+            fraction for certificates).
+        median_distance: Median per-point minimal adversarial distance (minimal-norm
+            attacks; 0 for misclassified points, inf where the attack failed) or median
+            certified radius; None for fixed-ε methods.
+        seconds: Wall time spent on this figure.
+        epoch, step, train_wall_s: Where the checkpoint sits on the trajectory.
+        log10_loss, train_acc, test_acc, normalized_margin, product_margin,
+        smoothed_margin: The checkpoint's training metrics.
+        flags: Consistency violations found for this (checkpoint, split, norm, ε).
+        run: The run's name.
+    """
+
+    checkpoint: str
+    split: str
+    method: str
+    norm: str
+    eps: float
+    n: int
+    clean_acc: float
+    robust_acc: float
+    median_distance: float | None = None
+    seconds: float = 0.0
+    epoch: int | None = None
+    step: int | None = None
+    train_wall_s: float | None = None
+    log10_loss: float | None = None
+    train_acc: float | None = None
+    test_acc: float | None = None
+    normalized_margin: float | None = None
+    product_margin: float | None = None
+    smoothed_margin: float | None = None
+    flags: list[str] = field(default_factory=list)
+    run: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, float]:
+        """Identity of a figure: (checkpoint, split, method, norm, ε)."""
+        return (self.checkpoint, self.split, self.method, self.norm, float(self.eps))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        # JSON has no infinity: an infinite median distance (attack failed on most
+        # points) is stored as null, with the per-point arrays in the .npz.
+        md = d["median_distance"]
+        if md is not None and not math.isfinite(md):
+            d["median_distance"] = None
+            d["median_distance_infinite"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EvalRecord:
+        names = {f.name for f in fields(cls)}
+        rec = cls(**{k: v for k, v in d.items() if k in names})
+        if d.get("median_distance_infinite"):
+            rec.median_distance = math.inf
+        return rec
+
+
+class ResultsStore:
+    """The evaluation records and per-point arrays of one run directory.
+
+    Args:
+        root: The run directory (records go to ``root/eval``).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.dir = Path(root) / EVAL_DIR
+        self.path = self.dir / RECORDS
+        self._records: list[EvalRecord] = self._read()
+
+    def _read(self) -> list[EvalRecord]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                out.append(EvalRecord.from_json(json.loads(line)))
+        return out
+
+    @property
+    def records(self) -> list[EvalRecord]:
+        return list(self._records)
+
+    def done(self) -> set[tuple[str, str, str, str, float]]:
+        """Keys of the figures already stored."""
+        return {r.key for r in self._records}
+
+    def add(self, records: Iterable[EvalRecord]) -> None:
+        """Store records (replacing any with the same key) and rewrite the file atomically."""
+        new = list(records)
+        keys = {r.key for r in new}
+        self._records = [r for r in self._records if r.key not in keys] + new
+        text = "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in self._records)
+        atomic_write(self.path, lambda fh: fh.write(text.encode()))
+
+    def arrays_path(self, checkpoint: str) -> Path:
+        return self.dir / f"{checkpoint}.npz"
+
+    def load_arrays(self, checkpoint: str) -> dict[str, np.ndarray]:
+        """Per-point arrays of a checkpoint (empty if none yet)."""
+        path = self.arrays_path(checkpoint)
+        if not path.exists():
+            return {}
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def save_arrays(self, checkpoint: str, arrays: dict[str, np.ndarray]) -> None:
+        """Merge ``arrays`` into the checkpoint's .npz, atomically."""
+        merged = {**self.load_arrays(checkpoint), **arrays}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **merged)
+        atomic_write(self.arrays_path(checkpoint), lambda fh: fh.write(buf.getvalue()))
+
+    def load_points(self) -> dict[str, list[int]] | None:
+        path = self.dir / "points.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_points(self, points: dict[str, list[int]]) -> None:
+        text = json.dumps(points)
+        atomic_write(self.dir / "points.json", lambda fh: fh.write(text.encode()))
+
+    def frame(self) -> Any:
+        """The records as a pandas DataFrame (one row per figure)."""
+        return records_frame(self._records)
+
+
+def records_frame(records: Iterable[EvalRecord]) -> Any:
+    """A pandas DataFrame of records, numbers as numbers."""
+    import pandas as pd
+
+    rows = [asdict(r) for r in records]
+    columns = [f.name for f in fields(EvalRecord)]
+    return pd.DataFrame(rows, columns=columns)

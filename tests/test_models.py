@@ -1,0 +1,97 @@
+"""Every registered model, every bias mode: shapes and the numerical homogeneity check."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from marginrobust import check_homogeneity, create_model, homogeneity_order, list_models
+from marginrobust.errors import UserError
+from marginrobust.models import weight_layers
+
+EXPECTED_ORDER = {"mlp": 3, "cnn": 4, "vgg16": 14}
+SHAPES = [(1, 8), (3, 32)]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("bias", ["none", "first", "all"])
+@pytest.mark.parametrize("chans,size", SHAPES)
+def test_registered_models_homogeneity(name, bias, chans, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_chans=chans, img_size=size, bias=bias,
+                         width=0.125)
+    x = torch.rand(6, chans, size, size)
+    assert model(x).shape == (6, 7)
+    report = check_homogeneity(model, x)
+    if bias == "all":
+        assert report.order is None
+        assert any("bias after the first layer" in b for b in report.blame)
+    else:
+        assert report.order == EXPECTED_ORDER.get(name, len(weight_layers(model)))
+        assert report.max_rel_error < 1e-9
+
+
+def test_first_layer_bias_only_in_first_mode():
+    m = create_model("cnn", bias="first")
+    assert [layer.bias is not None for layer in weight_layers(m)] == [True, False, False, False]
+    assert all(float(layer.bias.abs().sum()) == 0 for layer in weight_layers(m)[:1])
+
+
+def test_paper_cnn_architecture_on_mnist_shape():
+    m = create_model("cnn", in_chans=1, img_size=28)
+    convs = [layer for layer in m if isinstance(layer, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64]
+    assert [c.kernel_size for c in convs] == [(5, 5), (3, 3)]
+    fcs = [layer for layer in m if isinstance(layer, nn.Linear)]
+    assert [f.in_features for f in fcs] == [64 * 7 * 7, 1024]
+
+
+def test_vgg16_has_13_convs_and_one_linear():
+    m = create_model("vgg16", in_chans=3, img_size=32, width=0.25)
+    assert sum(isinstance(layer, nn.Conv2d) for layer in m) == 13
+    assert sum(isinstance(layer, nn.Linear) for layer in m) == 1
+    assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_he_normal_init_std():
+    torch.manual_seed(0)
+    m = create_model("mlp", in_chans=1, img_size=28, widths=(2048,))
+    w = weight_layers(m)[0].weight
+    assert float(w.std()) == pytest.approx((2 / 784) ** 0.5, rel=0.02)
+
+
+def test_non_homogeneous_modules_are_blamed():
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 16, bias=False), nn.BatchNorm1d(16),
+                      nn.Tanh(), nn.Linear(16, 3, bias=False)).eval()
+    report = check_homogeneity(m, torch.rand(8, 1, 8, 8))
+    assert report.order is None
+    joined = " ".join(report.blame)
+    assert "BatchNorm1d" in joined and "Tanh" in joined
+    assert "not homogeneous" in report.describe()
+
+
+def test_leaky_relu_and_avgpool_stay_homogeneous():
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.LeakyReLU(0.1),
+                      nn.AvgPool2d(2), nn.Flatten(), nn.Linear(64, 3, bias=False))
+    assert homogeneity_order(m, torch.rand(5, 1, 8, 8)) == 2
+
+
+def test_timm_integration():
+    m = timm.create_model("marginrobust_cnn", num_classes=10, in_chans=1, img_size=8)
+    assert homogeneity_order(m, torch.rand(4, 1, 8, 8)) == 4
+    r = create_model("timm/resnet10t", num_classes=10, in_chans=1, img_size=16)
+    assert r(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+    assert homogeneity_order(r.eval(), torch.rand(4, 1, 16, 16)) is None
+
+
+def test_unknown_model_and_bad_options_are_user_errors():
+    with pytest.raises(UserError, match="unknown model"):
+        create_model("resnet9000")
+    with pytest.raises(UserError, match="bias"):
+        create_model("cnn", bias="some")
+    with pytest.raises(UserError, match="width"):
+        create_model("cnn", width=-1)
+    with pytest.raises(UserError, match="timm has no"):
+        create_model("timm/not-a-model")
