@@ -1,0 +1,1 @@
+"""Speed measurements of marginrobust, as ratios against plain PyTorch and direct library calls."""
