@@ -178,6 +178,103 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
                f"run in {Path(out)}")
 
 
+@main.command("attacks")
+def attacks_cmd() -> None:
+    """List registered attacks and the norms each supports."""
+    from . import evaluate  # noqa: F401  (registers the built-in attacks)
+    from .registry import ATTACKS
+
+    for name in ATTACKS.names():
+        factory = ATTACKS.get(name)
+        doc = (factory.__doc__ or "").strip().splitlines()
+        norms = ",".join(getattr(factory, "norms", ()))
+        click.echo(f"{name:12s} {norms:8s} {doc[0] if doc else ''}")
+
+
+def _csv(text: str | None) -> list[str]:
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
+                    n: int, seed: int, device: str, certify: bool, aa_version: str,
+                    aa_attacks: str | None) -> Any:
+    """An :class:`Evaluator` from the CLI's options (shared by ``eval`` and ``bench``)."""
+    from .evaluate.evaluator import Evaluator
+    from .evaluate.threats import ThreatModel, normalize_norm, parse_eps_list
+
+    wanted = [normalize_norm(v) for v in _csv(norms)]
+    if not wanted:
+        raise UserError("give at least one norm, e.g. --norms L2,Linf")
+    given = {"L2": eps_l2, "Linf": eps_linf}
+    threats = [ThreatModel(norm, parse_eps_list(given[norm])) for norm in wanted if given[norm]]
+    names = _csv(attacks)
+    options: dict[str, dict[str, Any]] = {}
+    if "autoattack" in names:
+        options["autoattack"] = ({"version": "custom", "attacks_to_run": _csv(aa_attacks)}
+                                 if aa_attacks else {"version": aa_version})
+    return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
+                     seed=seed, device=device, attack_options=options)
+
+
+_eval_options = [
+    click.option("--attacks", default="autoattack,pgd,fmn", show_default=True,
+                 help="Comma-separated attacks (see `marginrobust attacks`)."),
+    click.option("--norms", default="L2,Linf", show_default=True, help="Threat norms."),
+    click.option("--eps-l2", default=None, metavar="E1,E2",
+                 help="L2 budgets [dataset default, e.g. digits 0.5,1.0; cifar10 0.5]."),
+    click.option("--eps-linf", default=None, metavar="E1,E2",
+                 help="Linf budgets, fractions allowed [dataset default, e.g. cifar10 8/255]."),
+    click.option("--n", "n_points", type=click.IntRange(min=1), default=500, show_default=True,
+                 help="Evaluation points per split (seeded, class-balanced, fixed per run)."),
+    click.option("--split", "splits", default="test,train", show_default=True,
+                 help="Which points: test, train or both."),
+    click.option("--aa-version", default="standard", show_default=True,
+                 help="AutoAttack version: standard, plus, rand."),
+    click.option("--aa-attacks", default=None, metavar="A1,A2",
+                 help="A cheaper custom AutoAttack set, e.g. apgd-ce,apgd-t."),
+    click.option("--no-certify", is_flag=True, help="Skip the certified radii."),
+    click.option("--eval-seed", type=int, default=0, show_default=True,
+                 help="Seed of the points and the attacks."),
+]
+
+
+@main.command("eval")
+@click.argument("path", type=click.Path())
+@_apply(_eval_options)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
+             n_points: int, splits: str, aa_version: str, aa_attacks: str | None,
+             no_certify: bool, eval_seed: int, device: str, quiet: bool) -> None:
+    """Attack and certify every checkpoint of a run (or one checkpoint file).
+
+    Results go to RUN_DIR/eval/records.jsonl (one record per checkpoint, split, method,
+    norm and eps) and RUN_DIR/eval/<checkpoint>.npz (per-point distances and radii).
+    Rerunning skips finished work.
+    """
+    evaluator = build_evaluator(attacks, norms, eps_l2, eps_linf, n_points, eval_seed, device,
+                                not no_certify, aa_version, aa_attacks)
+    store = evaluator.evaluate_run(path, _csv(splits), progress=not quiet)
+    click.echo(summary_table(store.records))
+    flagged = sorted({f for r in store.records for f in r.flags})
+    for flag in flagged:
+        click.echo(f"FLAG: {flag}", err=True)
+    click.echo(f"{len(store.records)} records in {store.path}")
+
+
+def summary_table(records: list[Any]) -> str:
+    """Robust accuracy per checkpoint, split, method, norm and eps, as a text table."""
+    from tabulate import tabulate
+
+    rows = [[r.checkpoint, r.split, r.method, r.norm, f"{r.eps:g}", f"{r.clean_acc:.3f}",
+             f"{r.robust_acc:.3f}",
+             "" if r.median_distance is None else f"{r.median_distance:.4g}",
+             "" if r.normalized_margin is None else f"{r.normalized_margin:.3e}"]
+            for r in records if r.method in ("autoattack", "pgd", "fmn", "certified", "worst")]
+    return tabulate(rows, headers=["checkpoint", "split", "method", "norm", "eps", "clean",
+                                   "robust", "median dist", "norm. margin"])
+
+
 @main.command("check-homogeneity")
 @_apply(_model_options)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,

@@ -46,6 +46,9 @@ class EvalRecord:
         median_distance: Median per-point minimal adversarial distance (minimal-norm
             attacks; 0 for misclassified points, inf where the attack failed) or median
             certified radius; None for fixed-ε methods.
+        min_distance: The smallest of those per-point distances or radii (for the
+            Lipschitz certificate on training points: the smallest certified radius,
+            invariant to rescaling θ like the normalized margin).
         seconds: Wall time spent on this figure.
         epoch, step, train_wall_s: Where the checkpoint sits on the trajectory.
         log10_loss, train_acc, test_acc, normalized_margin, product_margin,
@@ -63,6 +66,7 @@ class EvalRecord:
     clean_acc: float
     robust_acc: float
     median_distance: float | None = None
+    min_distance: float | None = None
     seconds: float = 0.0
     epoch: int | None = None
     step: int | None = None
@@ -83,20 +87,21 @@ class EvalRecord:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        # JSON has no infinity: an infinite median distance (attack failed on most
-        # points) is stored as null, with the per-point arrays in the .npz.
-        md = d["median_distance"]
-        if md is not None and not math.isfinite(md):
-            d["median_distance"] = None
-            d["median_distance_infinite"] = True
+        # JSON has no infinity: an infinite distance (the attack failed on those points)
+        # is stored as null plus a marker, with the per-point arrays in the .npz.
+        for key in ("median_distance", "min_distance"):
+            if d[key] is not None and not math.isfinite(d[key]):
+                d[key] = None
+                d[f"{key}_infinite"] = True
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> EvalRecord:
         names = {f.name for f in fields(cls)}
         rec = cls(**{k: v for k, v in d.items() if k in names})
-        if d.get("median_distance_infinite"):
-            rec.median_distance = math.inf
+        for key in ("median_distance", "min_distance"):
+            if d.get(f"{key}_infinite"):
+                setattr(rec, key, math.inf)
         return rec
 
 
