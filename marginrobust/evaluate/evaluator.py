@@ -80,7 +80,7 @@ class Evaluator:
     Args:
         threats: Threat models (norm + ε grid); a norm in ``norms`` without one here
             uses the dataset's default grid.
-        norms: The norms to evaluate.
+        norms: The norms to evaluate (default: those of ``threats``, else L2 and Linf).
         attacks: Registered attack names (``autoattack``, ``pgd``, ``fmn``, ``ddn``,
             ``deepfool``, ``cw``, plugins) or :class:`Attack` instances.
         certify: Also compute Lipschitz-margin radii and IBP certificates.
@@ -92,7 +92,7 @@ class Evaluator:
     """
 
     def __init__(self, threats: Sequence[ThreatModel] | None = None,
-                 norms: Sequence[str] = ("L2", "Linf"),
+                 norms: Sequence[str] | None = None,
                  attacks: Sequence[str | Attack] = DEFAULT_ATTACKS, certify: bool = True,
                  n: int = 500, seed: int = 0, device: str = "auto",
                  attack_options: dict[str, dict[str, Any]] | None = None) -> None:
@@ -101,14 +101,16 @@ class Evaluator:
         if n < 1:
             raise UserError(f"the number of points must be positive, not {n}")
         self.threats = list(threats or [])
+        if norms is None:
+            norms = [t.norm for t in self.threats] or ["L2", "Linf"]
         self.norms = [normalize_norm(v) for v in norms]
         for t in self.threats:
             if t.norm not in self.norms:
                 self.norms.append(t.norm)
         options = attack_options or {}
-        unknown = sorted(set(options) - {a for a in attacks if isinstance(a, str)})
+        unknown = sorted(set(options) - set(ATTACKS.names()))
         if unknown:
-            raise UserError(f"options given for attacks that are not run: {', '.join(unknown)}")
+            raise UserError(f"options given for unknown attacks: {', '.join(unknown)}")
         self.attacks: list[Attack] = [
             a if isinstance(a, Attack) else ATTACKS.get(a)(**options.get(a, {}))
             for a in attacks]

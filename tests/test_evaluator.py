@@ -1,0 +1,265 @@
+"""The Evaluator: records, consistency, AutoAttack parity, logit-scale invariance, resume,
+plugins, the tracker, and the eval command."""
+
+from __future__ import annotations
+
+import copy
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from marginrobust import (
+    Evaluator,
+    MarginTracker,
+    RunSpec,
+    ThreatModel,
+    TrainConfig,
+    create_model,
+    load_dataset,
+    train_run,
+)
+from marginrobust.cli import main
+from marginrobust.errors import UserError
+from marginrobust.evaluate.attacks import PGD, LogitScaled, logit_scale
+from marginrobust.registry import ATTACKS, DATASETS, MODELS
+
+CHEAP_AA = {"autoattack": {"version": "custom", "attacks_to_run": ["apgd-ce", "apgd-t"]}}
+THREATS = [ThreatModel("L2", (0.3, 0.6)), ThreatModel("Linf", (0.03, 0.06))]
+
+
+def cheap_evaluator(**kw):
+    base = dict(threats=THREATS, attacks=("autoattack", "pgd", "fmn"), n=40, seed=0,
+                device="cpu", attack_options=CHEAP_AA)
+    return Evaluator(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mlp"
+    spec = RunSpec(model="mlp", model_kwargs={"widths": [32]}, dataset="digits",
+                   train_subset=200, test_subset=100,
+                   train=TrainConfig(epochs=30, batch_size=50, device="cpu"),
+                   checkpoint_decades=2.0)
+    train_run(out, spec)
+    return out
+
+
+def test_records_cover_methods_splits_norms_without_flags(trained_mlp, digits):
+    ev = cheap_evaluator()
+    records = []
+    for split, (x, y) in {"test": (digits.x_test, digits.y_test),
+                          "train": (digits.x_train, digits.y_train)}.items():
+        recs, arrays = ev.evaluate(trained_mlp, x[:40], y[:40], split)
+        records += recs
+        assert arrays[f"{split}/fmn/L2/distances"].shape == (40,)
+        assert arrays[f"{split}/certify-lipschitz/L2/radius"].shape == (40,)
+    methods = {(r.split, r.method, r.norm) for r in records}
+    for split in ("test", "train"):
+        for norm in ("L2", "Linf"):
+            for m in ("autoattack", "pgd", "fmn", "certify-lipschitz", "certify-ibp",
+                      "certified", "worst"):
+                assert (split, m, norm) in methods
+    assert all(not r.flags for r in records), [r.flags for r in records if r.flags]
+    by = {(r.split, r.method, r.norm, r.eps): r for r in records}
+    for (split, method, norm, eps), r in by.items():
+        worst = by[(split, "worst", norm, eps)].robust_acc
+        assert by[(split, "certified", norm, eps)].robust_acc <= worst <= r.clean_acc
+        if method in ("autoattack", "pgd", "fmn"):
+            assert worst <= r.robust_acc
+
+
+def test_autoattack_figure_equals_direct_pyautoattack(trained_mlp, digits):
+    from pyautoattack import AutoAttack
+
+    x, y = digits.x_test[:40], digits.y_test[:40]
+    ev = cheap_evaluator(threats=[ThreatModel("Linf", (0.06,))], attacks=("autoattack",),
+                         certify=False)
+    records, _ = ev.evaluate(trained_mlp, x, y, "test")
+    ours = [r for r in records if r.method == "autoattack"][0].robust_acc
+    scaled = LogitScaled(trained_mlp, logit_scale(trained_mlp, x)).eval()
+    adversary = AutoAttack(scaled, norm="Linf", eps=0.06, version="custom",
+                           attacks=["apgd-ce", "apgd-t"], seed=0, device=x.device)
+    adversary.verbose = False
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=256)
+    with torch.no_grad():
+        direct = float((scaled(x_adv).argmax(1) == y).double().mean())
+    assert ours == direct
+
+
+class Times(nn.Module):
+    def __init__(self, model, factor):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        return self.model(x) * self.factor
+
+
+def test_every_figure_is_invariant_to_logit_scale(trained_mlp, digits):
+    x, y = digits.x_train[:40], digits.y_train[:40]
+    ev = cheap_evaluator(certify=False)
+    a, _ = ev.evaluate(trained_mlp, x, y, "train")
+    b, _ = ev.evaluate(Times(trained_mlp, 1e5), x, y, "train")
+    assert [(r.method, r.norm, r.eps, r.robust_acc) for r in a] == \
+           [(r.method, r.norm, r.eps, r.robust_acc) for r in b]
+    # The certificates too: for a homogeneous net, scaling θ leaves the radii unchanged.
+    big = copy.deepcopy(trained_mlp)
+    with torch.no_grad():
+        for p in big.parameters():
+            p.mul_(10.0)
+    ev = cheap_evaluator(attacks=())
+    c, ac = ev.evaluate(trained_mlp, x, y, "train")
+    d, ad = ev.evaluate(big, x, y, "train")
+    np.testing.assert_allclose(ac["train/certify-lipschitz/L2/radius"],
+                               ad["train/certify-lipschitz/L2/radius"], rtol=1e-6)
+    assert [r.robust_acc for r in c] == [r.robust_acc for r in d]
+
+
+class Counting(PGD):
+    calls = 0
+    fail_after: int | None = None
+
+    def run(self, *args, **kwargs):
+        type(self).calls += 1
+        if self.fail_after is not None and type(self).calls > self.fail_after:
+            raise KeyboardInterrupt("killed")
+        return super().run(*args, **kwargs)
+
+
+def test_evaluation_resumes_without_repeating_work(small_run):
+    from marginrobust.results import ResultsStore
+    from marginrobust.train import list_checkpoints
+
+    n_ckpt = len(list_checkpoints(small_run))
+    assert n_ckpt >= 3
+    threats = [ThreatModel("Linf", (0.05,))]
+    # Each (checkpoint, split) runs PGD once; die during the 4th.
+    Counting.calls, Counting.fail_after = 0, 3
+    ev = Evaluator(threats=threats, attacks=[Counting()], n=20, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_run(small_run, splits=["test", "train"])
+    stored = ResultsStore(small_run).records
+    first = {r.key: r.seconds for r in stored}
+    assert len({(r.checkpoint, r.split) for r in stored}) == 3
+    Counting.calls, Counting.fail_after = 0, None
+    store = ev.evaluate_run(small_run, splits=["test", "train"])
+    assert Counting.calls == 2 * n_ckpt - 3
+    for r in store.records:
+        if r.key in first:
+            assert r.seconds == first[r.key]      # stored figure kept, not recomputed
+    pgd = [r for r in store.records if r.method == "pgd"]
+    assert len(pgd) == 2 * n_ckpt
+    Counting.calls = 0
+    ev.evaluate_run(small_run, splits=["test", "train"])
+    assert Counting.calls == 0
+    assert {r.epoch for r in pgd} == {r.epoch for r in store.records}
+    assert all(r.normalized_margin is not None for r in pgd)
+
+
+def test_margin_tracker_in_a_plain_loop(digits):
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+    tracker = MarginTracker(digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                            evaluator=cheap_evaluator(attacks=("pgd",), n=20),
+                            eval_epochs={3}, n=20)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(1, 4):
+        for i in range(0, len(digits.x_train), 50):
+            loss = nn.functional.cross_entropy(model(digits.x_train[i:i + 50]),
+                                               digits.y_train[i:i + 50])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        tracker.update(model, epoch)
+    frame = tracker.frame()
+    assert list(frame["epoch"]) == [1, 2, 3]
+    assert frame["homogeneity_order"].iloc[0] == 2
+    assert (frame["log10_loss"].diff().dropna() < 0).all()
+    ev = tracker.eval_frame()
+    assert set(ev["split"]) == {"train", "test"} and set(ev["epoch"]) == {3}
+    assert model.training
+
+
+PLUGIN = textwrap.dedent('''
+    import numpy as np
+    import torch
+    from torch import nn
+    from marginrobust.data import ArraySplits
+    from marginrobust.evaluate.attacks import PGD
+
+    def tiny_linear(num_classes=10, in_chans=1, img_size=8, **_):
+        """A plugin model: one bias-free linear layer."""
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * h * w, num_classes, bias=False))
+
+    def blobs(arg, data_dir):
+        """A plugin dataset: two Gaussian blobs."""
+        rng = np.random.default_rng(0)
+        x = np.clip(rng.normal(0.5, 0.1, (80, 1, 4, 4)), 0, 1).astype("float32")
+        y = (np.arange(80) % 2).astype("int64")
+        x[y == 1] = np.clip(x[y == 1] + 0.2, 0, 1)
+        return ArraySplits(x[:60], y[:60], x[60:], y[60:], ["a", "b"], "plugin")
+
+    class BlobPGD(PGD):
+        """A plugin attack."""
+        name = "blob-pgd"
+''')
+
+
+def test_third_party_plugins_through_entry_points(tmp_path, monkeypatch):
+    (tmp_path / "mr_plugin.py").write_text(PLUGIN)
+    info = tmp_path / "mr_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mr-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[marginrobust.models]\ntiny-linear = mr_plugin:tiny_linear\n\n"
+        "[marginrobust.datasets]\nblobs = mr_plugin:blobs\n\n"
+        "[marginrobust.attacks]\nblob-pgd = mr_plugin:BlobPGD\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for reg in (MODELS, DATASETS, ATTACKS):
+        monkeypatch.setattr(reg, "_plugins_loaded", False)
+        monkeypatch.setattr(reg, "_items", dict(reg._items))
+    data = load_dataset("blobs")
+    assert data.spec.shape == (1, 4, 4) and data.spec.num_classes == 2
+    model = create_model("tiny-linear", num_classes=2, in_chans=1, img_size=4)
+    ev = Evaluator(threats=[ThreatModel("L2", (0.1,))], attacks=["blob-pgd"], n=10,
+                   device="cpu", certify=True)
+    frame = ev.evaluate_data(model, data)
+    assert "blob-pgd" in set(frame["method"])
+    result = CliRunner().invoke(main, ["models"])
+    assert "tiny-linear" in result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--eps-linf", "-0.1"], "negative"),
+    (["--attacks", "nope"], "unknown attack 'nope'"),
+    (["--norms", "L7"], "L7"),
+    (["--split", "validation"], "validation"),
+])
+def test_eval_cli_errors(small_run, args, needle):
+    result = CliRunner().invoke(main, ["eval", str(small_run), "--quiet", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+def test_eval_cli_on_empty_dir_and_runs(tmp_path, small_run):
+    empty = CliRunner().invoke(main, ["eval", str(tmp_path)])
+    assert empty.exit_code == 2 and "no checkpoints" in empty.output
+    ckpt = sorted((small_run / "checkpoints").glob("*.pt"))[-1]
+    result = CliRunner().invoke(main, ["eval", str(ckpt), "--attacks", "pgd,fmn", "--n", "20",
+                                       "--quiet", "--split", "train"])
+    assert result.exit_code == 0, result.output
+    assert "records in" in result.output and "FLAG" not in result.output
+
+
+def test_evaluator_bad_input():
+    with pytest.raises(UserError):
+        Evaluator(n=0)
+    with pytest.raises(UserError):
+        Evaluator(attacks=("pgd",), attack_options={"nope": {}})
+    with pytest.raises(UserError):
+        Evaluator(norms=("L1",))
