@@ -210,8 +210,9 @@ def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str 
     names = _csv(attacks)
     options: dict[str, dict[str, Any]] = {}
     if "autoattack" in names:
+        custom = aa_attacks and aa_attacks != "standard"
         options["autoattack"] = ({"version": "custom", "attacks_to_run": _csv(aa_attacks)}
-                                 if aa_attacks else {"version": aa_version})
+                                 if custom else {"version": aa_version})
     return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
                      seed=seed, device=device, attack_options=options)
 
@@ -231,7 +232,7 @@ _eval_options = [
     click.option("--aa-version", default="standard", show_default=True,
                  help="AutoAttack version: standard, plus, rand."),
     click.option("--aa-attacks", default=None, metavar="A1,A2",
-                 help="A cheaper custom AutoAttack set, e.g. apgd-ce,apgd-t."),
+                 help="A cheaper custom AutoAttack set, e.g. apgd-ce,apgd-t ('standard': all)."),
     click.option("--no-certify", is_flag=True, help="Skip the certified radii."),
     click.option("--eval-seed", type=int, default=0, show_default=True,
                  help="Seed of the points and the attacks."),
@@ -273,6 +274,90 @@ def summary_table(records: list[Any]) -> str:
             for r in records if r.method in ("autoattack", "pgd", "fmn", "certified", "worst")]
     return tabulate(rows, headers=["checkpoint", "split", "method", "norm", "eps", "clean",
                                    "robust", "median dist", "norm. margin"])
+
+
+def _bench_help() -> str:
+    from .bench import describe_presets
+
+    return ("Train, evaluate every checkpoint, and update the leaderboard, in one resumable "
+            "command.\n\nWith no options it runs on the embedded digits set. Options left "
+            "out take the dataset's preset (CPU presets when no GPU is used):\n\n\b\n"
+            + describe_presets() + "\n\nRerunning the same command finishes a killed "
+            "bench without redoing finished work.")
+
+
+@main.command("bench", help=_bench_help())
+@click.option("--model", default=None, help="Model family or timm/<arch> [preset].")
+@click.option("--bias", type=click.Choice(["none", "first", "all"]), default=None,
+              help="Bias mode [preset: none].")
+@click.option("--width", type=float, default=None, help="Width multiplier [preset].")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="More model options.")
+@click.option("--dataset", default="digits", show_default=True, help="Dataset name.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset cache/download folder.")
+@click.option("--epochs", type=click.IntRange(min=0), default=None, help="Epochs [preset].")
+@click.option("--batch-size", type=click.IntRange(min=0), default=None, help="[preset: 100]")
+@click.option("--schedule", type=click.Choice(["loss-based", "constant"]), default=None,
+              help="[preset: loss-based]")
+@click.option("--lr", type=float, default=None, help="alpha_0 or the constant rate.")
+@click.option("--train-subset", type=click.IntRange(min=1), default=None, help="[preset]")
+@click.option("--test-subset", type=click.IntRange(min=1), default=None, help="[preset]")
+@click.option("--checkpoint-decades", type=click.FloatRange(min=0), default=None,
+              help="[preset: 2]")
+@click.option("--max-minutes", type=float, default=None, help="Training time limit.")
+@click.option("--target-log10-loss", type=float, default=None, help="Stop training there.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
+@click.option("--attacks", default=None, help="Attacks [preset: autoattack,pgd,fmn].")
+@click.option("--norms", default="L2,Linf", show_default=True, help="Threat norms.")
+@click.option("--eps-l2", default=None, help="L2 budgets [dataset default].")
+@click.option("--eps-linf", default=None, help="Linf budgets [dataset default].")
+@click.option("--n", "n_points", type=click.IntRange(min=1), default=None,
+              help="Evaluation points per split [preset].")
+@click.option("--split", "splits", default="test,train", show_default=True)
+@click.option("--aa-version", default="standard", show_default=True)
+@click.option("--aa-attacks", default=None,
+              help="Custom AutoAttack set [CPU preset: apgd-ce,apgd-t; 'standard' for all].")
+@click.option("--no-certify", is_flag=True, help="Skip the certified radii.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory [runs/<dataset>-<model>-<schedule>-<bias>].")
+@click.option("--leaderboard", "leaderboard_dir", type=click.Path(file_okay=False),
+              default="leaderboard", show_default=True, help="Leaderboard folder to update.")
+@click.option("--no-leaderboard", is_flag=True, help="Do not touch the leaderboard.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_cmd(model: str | None, bias: str | None, width: float | None,
+              model_opts: tuple[str, ...], dataset: str, data_dir: str | None,
+              epochs: int | None, batch_size: int | None, schedule: str | None,
+              lr: float | None, train_subset: int | None, test_subset: int | None,
+              checkpoint_decades: float | None, max_minutes: float | None,
+              target_log10_loss: float | None, seed: int, attacks: str | None, norms: str,
+              eps_l2: str | None, eps_linf: str | None, n_points: int | None, splits: str,
+              aa_version: str, aa_attacks: str | None, no_certify: bool, device: str,
+              out: str | None, leaderboard_dir: str, no_leaderboard: bool, quiet: bool) -> None:
+    from .bench import bench, preset_for, spec_from_preset
+    from .train.trainer import resolve_device
+
+    dev = str(resolve_device(device))
+    overrides = {"model": model, "bias": bias, "width": width, "epochs": epochs,
+                 "batch_size": batch_size, "schedule": schedule, "train_subset": train_subset,
+                 "test_subset": test_subset, "checkpoint_decades": checkpoint_decades,
+                 "n": n_points, "attacks": attacks, "lr": lr, "max_minutes": max_minutes,
+                 "target_log10_loss": target_log10_loss, "seed": seed, "device": device,
+                 "data_dir": data_dir, "model_kwargs": _parse_kwargs(model_opts)}
+    overrides["aa_attacks"] = aa_attacks
+    spec, preset = spec_from_preset(preset_for(dataset, dev), dataset, overrides)
+    click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
+    evaluator = build_evaluator(preset.attacks, norms, eps_l2, eps_linf, preset.n, seed, device,
+                                not no_certify, aa_version, preset.aa_attacks)
+    result = bench(spec, evaluator, Path(out) if out else None,
+                   None if no_leaderboard else Path(leaderboard_dir), tuple(_csv(splits)),
+                   progress=not quiet, log=click.echo)
+    click.echo(summary_table([r for r in result["records"]
+                              if r.method in ("autoattack", "certified", "fmn")]))
+    flagged = sorted({f for r in result["records"] for f in r.flags})
+    for flag in flagged:
+        click.echo(f"FLAG: {flag}", err=True)
 
 
 @main.command("check-homogeneity")

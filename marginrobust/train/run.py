@@ -150,8 +150,21 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
     if progress:
         trainer.callbacks.append(ProgressBar(spec.train.epochs, trainer.epoch))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / RUN_FILE, lambda fh: fh.write(
-        json.dumps({"run": spec.to_dict(), "data": data.spec.to_dict(),
-                    "environment": _environment()}, indent=2).encode()))
-    trainer.fit()
+    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": _environment()}
+    _write_json(out / RUN_FILE, info)
+    reason = trainer.fit()
+    # Recorded so a bench rerun knows training is complete and goes straight to evaluation.
+    info["stopped"] = {"reason": reason, "epoch": trainer.epoch, "wall_s": trainer.wall_s}
+    _write_json(out / RUN_FILE, info)
     return trainer
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def read_run(out: str | Path) -> dict[str, Any] | None:
+    """The ``run.json`` of a run directory (None if absent); ``stopped`` is set once it ended."""
+    path = Path(out) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
