@@ -106,6 +106,7 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
 
 def train_stage(out: Path, spec: RunSpec, progress: bool = False) -> str:
     """Train, resume, or skip a finished run; returns what was done."""
+    spec.train.validate()  # fills in the default rate, as the stored spec has it
     stored = read_run(out)
     if stored is None:
         train_run(out, spec, progress=progress)

@@ -1,0 +1,92 @@
+"""marginrobust bench: presets, one-command flow, and resumption of a killed bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from marginrobust.bench import PRESETS, default_out, preset_for, spec_from_preset
+from marginrobust.cli import main
+from marginrobust.results import ResultsStore
+from marginrobust.train import read_metrics
+
+TINY = ["bench", "--model", "mlp", "--model-opt", "widths=[16]", "--train-subset", "200",
+        "--test-subset", "60", "--epochs", "14", "--batch-size", "50", "--attacks", "pgd,fmn",
+        "--n", "12", "--norms", "Linf", "--quiet", "--device", "cpu", "--no-leaderboard"]
+
+
+def test_presets_cover_datasets_and_devices():
+    for name in ("digits", "fashion-mnist", "mnist", "cifar10", "imagefolder"):
+        assert (name, "cpu") in PRESETS and (name, "cuda") in PRESETS
+    assert preset_for("imagefolder:/x/y.tar.xz", "cpu") == PRESETS[("imagefolder", "cpu")]
+    assert preset_for("cifar10", "cuda").model == "vgg16"
+    spec, preset = spec_from_preset(preset_for("digits", "cpu"), "digits",
+                                    {"epochs": 7, "bias": "first", "model": None})
+    assert spec.train.epochs == 7 and spec.model_kwargs["bias"] == "first"
+    assert spec.model == PRESETS[("digits", "cpu")].model
+    assert str(default_out(spec)) == "runs/digits-cnn-loss-based-first"
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def _robust(run):
+    return sorted((r.checkpoint, r.split, r.method, r.norm, r.eps, r.robust_acc)
+                  for r in ResultsStore(run).records)
+
+
+def test_killed_bench_finishes_on_rerun_with_the_same_numbers(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "marginrobust"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run([*cli, *TINY, "--out", str(full)], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*cli, *TINY, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_metrics(killed)) >= 4:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    rerun = subprocess.run([*cli, *TINY, "--out", str(killed)], env=env, capture_output=True,
+                           text=True, check=True)
+    assert "training: resumed" in rerun.stdout
+    assert _strip(read_metrics(killed)) == _strip(read_metrics(full))
+    assert _robust(killed) == _robust(full) and _robust(full)
+    again = subprocess.run([*cli, *TINY, "--out", str(killed)], env=env, capture_output=True,
+                           text=True, check=True)
+    assert "training: already trained" in again.stdout
+    stopped = json.loads((killed / "run.json").read_text())["stopped"]
+    assert stopped["epoch"] == 14
+
+
+def test_bench_refuses_a_different_run_in_the_same_folder(tmp_path):
+    out = tmp_path / "r"
+    first = CliRunner().invoke(main, [*TINY, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    other = CliRunner().invoke(main, [*TINY, "--out", str(out), "--bias", "all"])
+    assert other.exit_code == 2 and "different run" in other.output
+
+
+def test_bench_offline_cifar10_fails_with_one_sentence(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_network)
+    result = CliRunner().invoke(main, ["bench", "--model", "cnn", "--dataset", "cifar10",
+                                       "--data-dir", str(tmp_path / "data"), "--no-leaderboard",
+                                       "--out", str(tmp_path / "c"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "cifar-10" in error[0].lower() and str(tmp_path) in error[0]
