@@ -137,6 +137,23 @@ def publish(out: Path, leaderboard_dir: Path) -> Path:
     return dest
 
 
+def update_leaderboard(run_dirs: list[Path], leaderboard_dir: Path) -> dict[str, Path]:
+    """Publish runs into ``leaderboard_dir/runs`` and rebuild the leaderboard from all of them."""
+    from .leaderboard import write_leaderboard
+
+    published = leaderboard_dir / "runs"
+    for run in run_dirs:
+        if not (run / "run.json").exists():
+            raise UserError(f"{run} is not a run directory (no run.json)")
+        if run.resolve().parent != published.resolve():
+            publish(run, leaderboard_dir)
+    if not published.is_dir():
+        raise UserError(f"{leaderboard_dir} holds no runs yet; give run directories to add")
+    # Relative paths, so the written tables name no machine-specific folder.
+    runs = sorted(p for p in published.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return write_leaderboard(runs, leaderboard_dir)
+
+
 def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
           leaderboard_dir: Path | None = None, splits: tuple[str, ...] = ("test", "train"),
           progress: bool = False, log: Any = print) -> dict[str, Any]:
@@ -163,13 +180,8 @@ def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
     log(f"[bench] evaluation: {len(store.records)} records in {store.path}")
     files = None
     if leaderboard_dir is not None:
-        from .leaderboard import write_leaderboard
-
-        publish(out, leaderboard_dir)
-        runs = sorted(p for p in (leaderboard_dir / "runs").iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
-        files = write_leaderboard(runs, leaderboard_dir)
-        log(f"[bench] leaderboard: {leaderboard_dir / 'README.md'} ({len(runs)} runs)")
+        files = update_leaderboard([out], leaderboard_dir)
+        log(f"[bench] leaderboard: {files['README.md']}")
     return {"out": out, "train": outcome, "records": store.records, "leaderboard": files}
 
 

@@ -323,7 +323,8 @@ def _bench_help() -> str:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory [runs/<dataset>-<model>-<schedule>-<bias>].")
 @click.option("--leaderboard", "leaderboard_dir", type=click.Path(file_okay=False),
-              default="leaderboard", show_default=True, help="Leaderboard folder to update.")
+              default="runs/leaderboard", show_default=True,
+              help="Leaderboard folder to update.")
 @click.option("--no-leaderboard", is_flag=True, help="Do not touch the leaderboard.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_cmd(model: str | None, bias: str | None, width: float | None,
@@ -358,6 +359,40 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
     flagged = sorted({f for r in result["records"] for f in r.flags})
     for flag in flagged:
         click.echo(f"FLAG: {flag}", err=True)
+
+
+@main.command("leaderboard")
+@click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="leaderboard",
+              show_default=True, help="Leaderboard folder.")
+def leaderboard_cmd(runs: tuple[str, ...], out_dir: str) -> None:
+    """Publish runs (results only, no checkpoints) into OUT/runs and rebuild the leaderboard.
+
+    Writes leaderboard.csv, leaderboard.json, links.csv, README.md, index.html and plots/
+    from every run under OUT/runs. With no RUNS it just rebuilds.
+    """
+    from .bench import update_leaderboard
+
+    files = update_leaderboard([Path(r) for r in runs], Path(out_dir))
+    for name, path in files.items():
+        click.echo(f"{name}: {path}")
+
+
+@main.command("compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write robust-accuracy-vs-eps curves to this PNG.")
+def compare_cmd(paths: tuple[str, ...], fmt: str, plot: str | None) -> None:
+    """Compare runs (their last checkpoint) or checkpoints side by side, with differences."""
+    from .compare import compare, compare_plot, format_compare
+
+    frame = compare(list(paths))
+    click.echo(format_compare(frame, fmt))
+    if plot:
+        written = compare_plot(list(paths), Path(plot))
+        click.echo(f"plot: {written}", err=True)
 
 
 @main.command("check-homogeneity")

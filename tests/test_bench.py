@@ -90,3 +90,26 @@ def test_bench_offline_cifar10_fails_with_one_sentence(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(error) == 1 and "cifar-10" in error[0].lower() and str(tmp_path) in error[0]
+
+
+def test_leaderboard_and_compare_commands(tmp_path):
+    run = tmp_path / "r"
+    assert CliRunner().invoke(main, [*TINY, "--out", str(run)]).exit_code == 0
+    board = tmp_path / "board"
+    result = CliRunner().invoke(main, ["leaderboard", str(run), "--out", str(board)])
+    assert result.exit_code == 0, result.output
+    assert (board / "runs" / "r" / "eval" / "records.jsonl").exists()
+    assert not (board / "runs" / "r" / "checkpoints").exists()
+    rows = json.loads((board / "leaderboard.json").read_text())
+    assert rows and all(isinstance(r["normalized_margin"], float) for r in rows)
+    again = CliRunner().invoke(main, ["leaderboard", "--out", str(board)])
+    assert again.exit_code == 0
+    ckpts = sorted((run / "checkpoints").glob("*.pt"))
+    cmp = CliRunner().invoke(main, ["compare", str(ckpts[0]), str(ckpts[-1]), "--format", "json",
+                                    "--plot", str(tmp_path / "c.png")])
+    assert cmp.exit_code == 0, cmp.output
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    missing = CliRunner().invoke(main, ["compare", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    empty = CliRunner().invoke(main, ["leaderboard", "--out", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "no runs" in empty.output
