@@ -30,3 +30,22 @@ def trained_mlp(digits):
     trainer.fit()
     assert trainer.record["train_acc"] == 1.0
     return model.eval()
+
+
+def kill_after_epochs(args: list[str], run_dir, epochs: int, env: dict) -> None:
+    """Start a CLI process and SIGKILL it once ``run_dir`` holds ``epochs`` metric rows."""
+    import signal
+    import subprocess
+    import time
+
+    from marginrobust.train import read_metrics
+
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_metrics(run_dir)) >= epochs:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 from click.testing import CliRunner
+from conftest import kill_after_epochs
 
 from marginrobust.bench import PRESETS, default_out, preset_for, spec_from_preset
 from marginrobust.cli import main
@@ -47,16 +46,7 @@ def test_killed_bench_finishes_on_rerun_with_the_same_numbers(tmp_path):
     cli = [sys.executable, "-m", "marginrobust"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run([*cli, *TINY, "--out", str(full)], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*cli, *TINY, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed)) >= 4:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_epochs([*cli, *TINY, "--out", str(killed)], killed, 4, env)
     rerun = subprocess.run([*cli, *TINY, "--out", str(killed)], env=env, capture_output=True,
                            text=True, check=True)
     assert "training: resumed" in rerun.stdout

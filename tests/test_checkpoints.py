@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import kill_after_epochs
 
 from marginrobust import RunSpec, TrainConfig, load_checkpoint, read_metrics, train_run
 from marginrobust.errors import UserError
@@ -107,16 +106,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cli(*TRAIN, "--epochs", epochs, "--out", str(full)), check=True, env=env,
                    capture_output=True)
-    proc = subprocess.Popen(_cli(*TRAIN, "--epochs", epochs, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed)) >= 4:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_epochs(_cli(*TRAIN, "--epochs", epochs, "--out", str(killed)), killed, 4, env)
     done_before = len(read_metrics(killed))
     assert done_before < int(epochs) + 1
     subprocess.run(_cli("train", "--out", str(killed), "--resume", "--quiet"), check=True,
