@@ -415,7 +415,7 @@ def test_cifar10_jpeg_archive(big_data_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert _counts(ds.y_train) == [10] * 10 and _counts(ds.y_test) == [5] * 10
     assert ds.spec.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                                "horse", "ship", "truck"]
-    assert ds.spec.source == str(CIFAR_JPEG)
+    assert Path(ds.spec.source).resolve() == CIFAR_JPEG.resolve()
     # The full set now comes from the cache, neither extracted nor decoded again.
     monkeypatch.setattr(data, "_extract", None)
     monkeypatch.setattr(data, "_decode_folder", None)
