@@ -1,0 +1,193 @@
+"""Certificates: Lipschitz-margin radii (+ IBP at one ε) vs one forward pass.
+
+Per model, all timed round-robin on the same N points in batches of 256 (the
+certificates' batch size):
+
+* ``lipschitz_radii`` with precomputed bounds, and ``lipschitz_radii`` + ``ibp_certified``
+  at one Linf ε (the figure with the ≤ 3 target);
+* one float32 ``torch.no_grad()`` forward pass (the reference);
+* one float64 forward pass of a float64 copy of the model: both certificates run layer by
+  layer in float64 by design (sound for logits of 1e5 and more), so this separates the
+  price of float64 from the certificates' own work.
+
+The one-off ``operator_norm_bounds`` (per model and input shape) is reported as a ratio to
+the same float32 forward pass, with its seconds beside it.
+
+Experiment (benchmark only, the library is untouched): the ``Evaluator`` with
+``certify=True`` recomputes ``operator_norm_bounds`` for every split of every checkpoint
+(``Evaluator._certify``), and runs ``ibp_certified`` on every point for every (norm, ε),
+although both norms use the same box [x − ε, x + ε] ∩ [0, 1] and interval arithmetic is
+inclusion-monotone (a point not certified at ε is not certified at any ε' > ε; one
+certified at ε' > ε is certified at ε). The patched run memoizes the bounds per model and
+runs IBP at each ε only on the points still undecided; records are checked identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import marginrobust.evaluate.evaluator as evaluator_module
+from marginrobust import Evaluator, create_model
+from marginrobust.evaluate.certify import (
+    LayerBound,
+    ibp_certified,
+    lipschitz_radii,
+    operator_norm_bounds,
+)
+
+from .common import Row, fmt_s, images28, interleave, med, reps_for, row
+
+TARGET = 3.0
+BATCH = 256
+EPS_LINF = 0.1
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        for i in range(0, len(x), BATCH):
+            model(x[i:i + BATCH])
+
+
+def _bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 reps: int) -> list[Row]:
+    shape = tuple(x.shape[1:])
+    bounds = operator_norm_bounds(model, shape)
+    model64 = copy.deepcopy(model).double()
+    x64 = x.double()
+    t = interleave({
+        "lip": lambda: lipschitz_radii(model, x, y, bounds=bounds, batch_size=BATCH),
+        "ibp": lambda: ibp_certified(model, x, y, EPS_LINF, "Linf", batch_size=BATCH),
+        "bounds": lambda: operator_norm_bounds(model, shape),
+        "fwd64": lambda: _forward(model64, x64),
+        "fwd": lambda: _forward(model, x),
+    }, reps=reps)
+    r = dict(t["ratios"])
+    times = t["times"]
+    # lip and ibp are timed separately (one lip pass per round, not two); their sum per
+    # round over the same round's forward pass is the combined figure.
+    r["lip+ibp"] = med([(a + b) / f for a, b, f in zip(times["lip"], times["ibp"],
+                                                       times["fwd"], strict=True)])
+    t["lip+ibp"] = med([a + b for a, b in zip(times["lip"], times["ibp"], strict=True)])
+    n = len(y)
+    f64 = r["fwd64"]
+    slowest = max(bounds, key=lambda b: b.seconds)
+    return [
+        row(f"certify: {label}, N={n}", "time ratio lipschitz_radii+ibp / forward",
+            r["lip+ibp"], f"<= {TARGET}", r["lip+ibp"] <= TARGET,
+            f"{fmt_s(t['lip+ibp'])} vs {fmt_s(t['fwd'])}; a float64 forward alone is "
+            f"{f64:.2f}x the float32 one, lip+ibp is {r['lip+ibp'] / f64:.2f}x the float64 one"),
+        row(f"certify: {label}, N={n}", "time ratio lipschitz_radii / forward", r["lip"],
+            "info", None, f"{fmt_s(t['lip'])}; {r['lip'] / f64:.2f}x the float64 forward "
+            f"(ibp at eps={EPS_LINF} alone {r['ibp'] / f64:.2f}x it)"),
+        row(f"certify: {label}", "one-off operator_norm_bounds / forward over N",
+            r["bounds"], "info", None,
+            f"{fmt_s(t['bounds'])} once per model; slowest layer {slowest.name} "
+            f"({slowest.kind}) {fmt_s(slowest.seconds)}"),
+    ]
+
+
+@contextmanager
+def shared_certificates() -> Iterator[None]:
+    """Memoized bounds and monotone IBP inside the Evaluator, for one call.
+
+    Keys are object identities: valid here because the model and the point tensors live
+    unchanged through the call. A library version would compute the bounds once per
+    checkpoint in ``evaluate_run`` and pass them down, and sort the ε of all norms in
+    ``evaluate`` before calling IBP.
+    """
+    bounds_cache: dict[tuple[int, tuple[int, ...]], list[LayerBound]] = {}
+    ibp_cache: dict[tuple[int, int, int], dict[float, np.ndarray]] = {}
+
+    def bounds(model: nn.Module, shape: Sequence[int]) -> list[LayerBound]:
+        key = (id(model), tuple(shape))
+        if key not in bounds_cache:
+            bounds_cache[key] = operator_norm_bounds(model, shape)
+        return bounds_cache[key]
+
+    def ibp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+            norm: str = "Linf", **kwargs: Any) -> np.ndarray:
+        done = ibp_cache.setdefault((id(model), x.data_ptr(), len(x)), {})
+        if eps not in done:
+            out = np.zeros(len(x), dtype=bool)
+            todo = np.ones(len(x), dtype=bool)
+            smaller = [e for e in done if e < eps]
+            larger = [e for e in done if e > eps]
+            if smaller:
+                todo &= done[max(smaller)]
+            if larger:
+                out |= done[min(larger)]
+                todo &= ~out
+            idx = torch.from_numpy(np.nonzero(todo)[0]).to(x.device)
+            if len(idx):
+                out[todo] = ibp_certified(model, x[idx], y[idx], eps, norm, **kwargs)
+            done[eps] = out
+        return done[eps].copy()
+
+    saved = evaluator_module.operator_norm_bounds, evaluator_module.ibp_certified
+    evaluator_module.operator_norm_bounds = bounds  # type: ignore[assignment]
+    evaluator_module.ibp_certified = ibp  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        evaluator_module.operator_norm_bounds, evaluator_module.ibp_certified = saved
+
+
+def _evaluator_experiment(quick: bool) -> Row:
+    """Certify-only Evaluator over two splits: library vs shared certificates."""
+    n = 64 if quick else 128
+    x, y, source = images28(2 * n)
+    torch.manual_seed(0)
+    model = create_model("cnn", in_chans=1, img_size=28).eval()
+    ev = Evaluator(attacks=(), certify=True, n=n, seed=0, device="cpu")
+    threats = ev.threats_for("fashion-mnist")
+    splits = {"test": (x[:n], y[:n]), "train": (x[n:], y[n:])}
+
+    def evaluate() -> list[tuple[Any, ...]]:
+        out = []
+        for split, (xs, ys) in splits.items():
+            records, _ = ev.evaluate(model, xs, ys, split, threats=threats)
+            out += [(r.split, r.method, r.norm, r.eps, r.robust_acc) for r in records]
+        return out
+
+    results: dict[str, list[tuple[Any, ...]]] = {}
+
+    def library() -> None:
+        results["library"] = evaluate()
+
+    def patched() -> None:
+        with shared_certificates():
+            results["patched"] = evaluate()
+
+    t = interleave({"patched": patched, "library": library}, reps=reps_for(quick, 2, 1))
+    r = t["ratios"]["patched"]
+    same = "identical" if results["patched"] == results["library"] else "DIFFERENT"
+    eps = ", ".join(f"{th.norm} {e:g}" for th in threats for e in th.epsilons)
+    return row(f"certify: Evaluator certify-only, cnn 28x28, 2 splits x {n} ({source}), "
+               "EXPERIMENT", "time ratio shared bounds + monotone IBP / library", r,
+               "info", None, f"{fmt_s(t['patched'])} vs {fmt_s(t['library'])}; eps {eps}; "
+               f"records {same}", experiment=True)
+
+
+def run(quick: bool = False) -> list[Row]:
+    """CNN on 28x28 images and VGG-16 (width 0.25) on 32x32 RGB noise."""
+    reps = reps_for(quick, 3)
+    n_cnn = 256 if quick else 500
+    n_vgg = 64 if quick else 128
+    x, y, source = images28(n_cnn)
+    torch.manual_seed(0)
+    cnn = create_model("cnn", in_chans=1, img_size=28).eval()
+    rows = _bench_model(f"cnn 28x28 ({source})", cnn, x, y, reps)
+    gen = torch.Generator().manual_seed(0)
+    x32 = torch.rand(n_vgg, 3, 32, 32, generator=gen)
+    y32 = torch.randint(0, 10, (n_vgg,), generator=gen)
+    vgg = create_model("vgg16", in_chans=3, img_size=32, width=0.25).eval()
+    rows += _bench_model("vgg16 width 0.25, 32x32 (noise)", vgg, x32, y32, reps)
+    rows.append(_evaluator_experiment(quick))
+    return rows
