@@ -73,8 +73,10 @@ def neg_log_expm1(log_loss: float) -> float:
 @torch.no_grad()
 def param_norm(model: nn.Module) -> float:
     """ρ = ‖θ‖₂ over all parameters, in float64."""
-    sq = sum(p.detach().double().pow(2).sum() for p in model.parameters())
-    return float(torch.as_tensor(sq).sqrt())
+    # vector_norm accumulates in float64 without a float64 copy of the weights.
+    norms = [torch.linalg.vector_norm(p.detach(), dtype=torch.float64)
+             for p in model.parameters()]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: Sequence[float],

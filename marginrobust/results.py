@@ -6,8 +6,10 @@ A run's evaluation lives in ``RUN_DIR/eval/``:
     <checkpoint>.npz  per-point distances and certified radii of that checkpoint
     points.json       the fixed evaluation points (indices per split), same for all checkpoints
 
-Every file is rewritten atomically, so a killed evaluation leaves the last complete
-state and a rerun skips every finished (checkpoint, split, attack, norm, ε).
+The arrays and points files are rewritten atomically; ``records.jsonl`` is appended to
+(rewritten atomically only when a figure is replaced), and a torn last line left by a
+killed process is ignored on reading. So a killed evaluation leaves the last complete
+state, and a rerun skips every finished (checkpoint, split, attack, norm, ε).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -116,14 +119,20 @@ class ResultsStore:
         self.dir = Path(root) / EVAL_DIR
         self.path = self.dir / RECORDS
         self._records: list[EvalRecord] = self._read()
+        self._keys = {r.key for r in self._records}
 
     def _read(self) -> list[EvalRecord]:
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_text().splitlines():
-            if line.strip():
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            try:
                 out.append(EvalRecord.from_json(json.loads(line)))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise
+                # A killed append leaves a torn last line; its figure is simply redone.
         return out
 
     @property
@@ -132,15 +141,28 @@ class ResultsStore:
 
     def done(self) -> set[tuple[str, str, str, str, float]]:
         """Keys of the figures already stored."""
-        return {r.key for r in self._records}
+        return set(self._keys)
 
     def add(self, records: Iterable[EvalRecord]) -> None:
-        """Store records (replacing any with the same key) and rewrite the file atomically."""
+        """Store records, replacing any with the same key.
+
+        New figures are appended (cost independent of the store's size); replacing a
+        stored figure rewrites the file atomically.
+        """
         new = list(records)
         keys = {r.key for r in new}
-        self._records = [r for r in self._records if r.key not in keys] + new
-        text = "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in self._records)
-        atomic_write(self.path, lambda fh: fh.write(text.encode()))
+        if keys & self._keys:
+            self._records = [r for r in self._records if r.key not in keys] + new
+            text = _lines(self._records)
+            atomic_write(self.path, lambda fh: fh.write(text.encode()))
+        else:
+            self._records += new
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(_lines(new))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._keys |= keys
 
     def arrays_path(self, checkpoint: str) -> Path:
         return self.dir / f"{checkpoint}.npz"
@@ -171,6 +193,10 @@ class ResultsStore:
     def frame(self) -> Any:
         """The records as a pandas DataFrame (one row per figure)."""
         return records_frame(self._records)
+
+
+def _lines(records: Iterable[EvalRecord]) -> str:
+    return "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in records)
 
 
 def records_frame(records: Iterable[EvalRecord]) -> Any:

@@ -263,3 +263,21 @@ def test_evaluator_bad_input():
         Evaluator(attacks=("pgd",), attack_options={"nope": {}})
     with pytest.raises(UserError):
         Evaluator(norms=("L1",))
+
+
+def test_results_store_appends_and_survives_a_torn_last_line(tmp_path):
+    from marginrobust.results import EvalRecord, ResultsStore
+
+    store = ResultsStore(tmp_path)
+    a = EvalRecord("c1", "test", "pgd", "L2", 0.5, 10, 1.0, 0.5)
+    b = EvalRecord("c2", "test", "pgd", "L2", 0.5, 10, 1.0, 0.4, median_distance=float("inf"))
+    store.add([a])
+    store.add([b])
+    with open(store.path, "a") as fh:
+        fh.write('{"checkpoint": "c3", "spl')           # a killed append
+    again = ResultsStore(tmp_path)
+    assert [r.key for r in again.records] == [a.key, b.key]
+    assert again.records[1].median_distance == float("inf")
+    again.add([EvalRecord("c1", "test", "pgd", "L2", 0.5, 10, 1.0, 0.7)])   # replaces a
+    final = ResultsStore(tmp_path).records
+    assert sorted((r.checkpoint, r.robust_acc) for r in final) == [("c1", 0.7), ("c2", 0.4)]

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data import Dataset, balanced_subset, load_dataset
 from ..errors import UserError
+from ..margins import param_norm
 from ..registry import ATTACKS
 from ..results import EvalRecord, ResultsStore, records_frame
 from .attacks import Attack, MinimalNormAttack
@@ -118,6 +119,8 @@ class Evaluator:
         self.n = n
         self.seed = seed
         self.device = resolve_device(device)
+        self._bounds_key: tuple[Any, ...] | None = None
+        self._bounds_cache: list[Any] = []
 
     def threats_for(self, dataset: str | None) -> list[ThreatModel]:
         """The threat models used on ``dataset``: given ones, else its default grids."""
@@ -202,13 +205,21 @@ class Evaluator:
                                       record, is_done)
         return records, arrays
 
+    def _bounds(self, model: nn.Module, shape: tuple[int, ...]) -> list[Any]:
+        """Operator-norm bounds, computed once per model state and shared by the splits."""
+        # ρ in the key: the same module object trained further must get new bounds.
+        key = (id(model), shape, param_norm(model))
+        if self._bounds_key != key:
+            self._bounds_cache = operator_norm_bounds(model, shape)
+            self._bounds_key = key
+        return self._bounds_cache
+
     def _certify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str,
                  arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = {n: _key(split, "certify-lipschitz", n, "radius") for n in ("L2", "Linf")}
         if not all(k in arrays for k in keys.values()):
             start = time.perf_counter()
-            bounds = operator_norm_bounds(model, tuple(x.shape[1:]))
-            res = lipschitz_radii(model, x, y, bounds=bounds)
+            res = lipschitz_radii(model, x, y, bounds=self._bounds(model, tuple(x.shape[1:])))
             arrays[keys["L2"]], arrays[keys["Linf"]] = res.l2, res.linf
             arrays[_key(split, "certify-lipschitz", "seconds")] = np.array(
                 time.perf_counter() - start)

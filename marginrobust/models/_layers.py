@@ -58,10 +58,10 @@ def weight_layers(model: nn.Module) -> list[nn.Module]:
 @torch.no_grad()
 def layer_norms(model: nn.Module) -> list[float]:
     """Frobenius norm of each weight layer, its bias included (float64)."""
-    out = []
+    norms = []
     for m in weight_layers(model):
-        sq = m.weight.detach().double().pow(2).sum()
-        if getattr(m, "bias", None) is not None:
-            sq = sq + m.bias.detach().double().pow(2).sum()
-        out.append(float(sq.sqrt()))
-    return out
+        parts = [m.weight] + ([m.bias] if getattr(m, "bias", None) is not None else [])
+        # vector_norm accumulates in float64 without a float64 copy of the weights.
+        norms.append(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(t.detach(), dtype=torch.float64) for t in parts])))
+    return [float(v) for v in torch.stack(norms)] if norms else []
