@@ -51,7 +51,7 @@ import pandas as pd
 from .errors import UserError
 from .plots import MINIMAL_NORM_ATTACKS, SPLIT_ORDER, write_plots
 from .results import ResultsStore
-from .train.checkpoints import list_checkpoints
+from .train.checkpoints import atomic_write, list_checkpoints
 from .train.metrics_log import read_metrics
 from .train.run import RUN_FILE
 
@@ -422,8 +422,9 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def _markdown(sections: list[_Section], n_runs: int) -> str:
+def _markdown(sections: list[_Section], n_runs: int, notes: str = "") -> str:
     lines = ["# Leaderboard", "", f"{n_runs} run(s). {INTRO}", ""]
+    lines += [notes.strip(), ""] if notes.strip() else []
     for section in sections:
         lines += [f"## {section.title}", ""]
         lines += [section.note, ""] if section.note else []
@@ -550,7 +551,8 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str) -> di
     Files in ``out_dir``: ``leaderboard.csv`` (every column; inf kept as ``inf``),
     ``leaderboard.json`` (records, strict JSON: missing and infinite numbers are null),
     ``links.csv`` (:func:`link_statistics`), ``README.md`` (per (dataset, model) compact
-    tables and figures, then the link table), ``index.html`` (the same, self-contained,
+    tables and figures, then the link table; the text of a hand-written ``NOTES.md`` in
+    ``out_dir``, if any, goes after its introduction), ``index.html`` (the same, self-contained,
     sortable by clicking a header or with ``#sort=COLUMN:desc``) and ``plots/*.png``.
 
     Args:
@@ -566,15 +568,17 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str) -> di
     links = link_statistics(frame)
     plots = write_plots(frame, out / PLOTS_DIR)
     sections = [*_group_sections(frame, plots, out), _links_section(links)]
+    notes = (out / "NOTES.md").read_text(encoding="utf-8") if (out / "NOTES.md").exists() else ""
     texts = {"leaderboard.csv": frame.to_csv(index=False),
              "leaderboard.json": json.dumps(json_records(frame), indent=1, allow_nan=False,
                                             ensure_ascii=False) + "\n",
              "links.csv": links.to_csv(index=False),
-             "README.md": _markdown(sections, len(run_dirs)),
+             "README.md": _markdown(sections, len(run_dirs), notes),
              "index.html": _html(sections, len(run_dirs))}
     written = {}
     for name, text in texts.items():
-        (out / name).write_text(text, encoding="utf-8")
+        data = text.encode("utf-8")
+        atomic_write(out / name, lambda fh, data=data: fh.write(data))
         written[name] = out / name
     for paths in plots.values():
         written.update({p.relative_to(out).as_posix(): p for p in paths})
