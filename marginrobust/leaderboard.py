@@ -135,8 +135,11 @@ def eps_labels(values: Iterable[float]) -> dict[float, str]:
 def _identity(run: _Run) -> dict[str, Any]:
     spec = run.info["run"]
     kwargs = spec.get("model_kwargs") or {}
-    return {"run": run.label, "run_dir": str(run.path),
-            "dataset": spec.get("dataset") or (run.info.get("data") or {}).get("name"),
+    dataset = spec.get("dataset") or (run.info.get("data") or {}).get("name") or ""
+    kind, colon, arg = dataset.partition(":")
+    if colon:  # imagefolder:/long/path/set.tar.xz → imagefolder:set.tar.xz (no machine paths)
+        dataset = f"{kind}:{Path(arg).name}"
+    return {"run": run.label, "run_dir": str(run.path), "dataset": dataset,
             "model": spec.get("model"), "bias": kwargs.get("bias"), "width": kwargs.get("width"),
             "schedule": (spec.get("train") or {}).get("schedule")}
 
