@@ -281,3 +281,22 @@ def test_results_store_appends_and_survives_a_torn_last_line(tmp_path):
     again.add([EvalRecord("c1", "test", "pgd", "L2", 0.5, 10, 1.0, 0.7)])   # replaces a
     final = ResultsStore(tmp_path).records
     assert sorted((r.checkpoint, r.robust_acc) for r in final) == [("c1", 0.7), ("c2", 0.4)]
+
+
+def test_ibp_reuse_across_budgets_and_norms_matches_direct_calls(trained_mlp, digits):
+    from marginrobust.evaluate.certify import ibp_certified
+
+    x, y = digits.x_train[:60], digits.y_train[:60]
+    grid = (0.001, 0.003, 0.01, 0.03)
+    ev = Evaluator(threats=[ThreatModel("L2", grid), ThreatModel("Linf", grid)], attacks=(),
+                   n=60, device="cpu")
+    _, arrays = ev.evaluate(trained_mlp, x, y, "train")
+    clean = arrays["train/clean_correct"]
+    counts = []
+    for norm in ("L2", "Linf"):
+        for eps in grid:
+            direct = ibp_certified(trained_mlp, x, y, eps, norm) & clean
+            np.testing.assert_array_equal(arrays[f"train/certify-ibp/{norm}/{eps}/certified"],
+                                          direct)
+            counts.append(int(direct.sum()))
+    assert counts[0] > counts[3] >= 0 and counts[0] > 0     # the skip was really exercised
