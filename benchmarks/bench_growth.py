@@ -99,6 +99,15 @@ def _make_runs(root: Path, counts: tuple[int, ...]) -> dict[int, Path]:
     return runs
 
 
+def _short(file: str) -> str:
+    parts = Path(file).parts
+    for anchor in ("marginrobust", "site-packages"):
+        if anchor in parts:
+            i = parts.index(anchor)
+            return str(Path(*parts[i + (anchor == "site-packages"):]))
+    return Path(file).name
+
+
 def _profile(ev: Evaluator, run: Path) -> tuple[list[dict[str, Any]], str]:
     shutil.rmtree(run / "eval", ignore_errors=True)
     prof = cProfile.Profile()
@@ -110,8 +119,9 @@ def _profile(ev: Evaluator, run: Path) -> tuple[list[dict[str, Any]], str]:
     for func in stats.fcn_list[:10]:  # type: ignore[attr-defined]
         cc, nc, tt, ct, _ = stats.stats[func]  # type: ignore[attr-defined]
         file, line, name = func
+        # Paths relative to the installed package's parent, so results name no machine folder.
         entries.append({"function": name, "where": f"{Path(file).name}:{line}",
-                        "file": file, "ncalls": nc, "tottime_s": tt, "cumtime_s": ct})
+                        "file": _short(file), "ncalls": nc, "tottime_s": tt, "cumtime_s": ct})
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(10)
     return entries, buf.getvalue()

@@ -449,7 +449,7 @@ def _imagefolder(arg: str | None, data_dir: Path) -> ArraySplits:
             root = _find_split_root(_extract(path, data_dir, key), path)
         splits = _decode_folder(root)
         _write_cache(cache, splits)
-    splits.source = str(path)
+    splits.source = str(Path(arg).expanduser())  # as given: results name no machine folder
     return splits
 
 
