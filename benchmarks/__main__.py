@@ -66,11 +66,6 @@ def _met(ok: bool | None) -> str:
     return "-" if ok is None else ("yes" if ok else "NO")
 
 
-def _met_row(r: Row) -> str:
-    # An experiment's verdict is shown in parentheses: it is not a target of the library.
-    return f"({_met(r['ok'])})" if r.get("experiment") else _met(r["ok"])
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks; return 1 if one of them crashed (a missed target is not)."""
     args = _parse(argv)
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_value(r['value'])} ({r['detail']})", file=sys.stderr, flush=True)
     total = time.perf_counter() - start
 
-    print(tabulate([[r["benchmark"], r["figure"], _value(r["value"]), r["target"], _met_row(r),
+    print(tabulate([[r["benchmark"], r["figure"], _value(r["value"]), r["target"], _met(r["ok"]),
                      r["detail"]] for r in rows],
                    headers=["benchmark", "figure", "value", "target", "met", "detail"],
                    tablefmt="github"))
@@ -110,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                            headers=["function", "where", "ncalls", "tottime s", "cumtime s"],
                            tablefmt="github"))
     info = machine()
-    # Experiments (monkeypatched library variants) show a fix's effect; they are not targets.
-    missed = [f"{r['benchmark']}: {r['figure']}" for r in rows
-              if r["ok"] is False and not r.get("experiment")]
+    missed = [f"{r['benchmark']}: {r['figure']}" for r in rows if r["ok"] is False]
     print(f"\nmachine: {info}")
     print(f"total: {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})"
           f"{'; quick mode' if args.quick else ''}")

@@ -12,31 +12,17 @@ certificates' batch size):
 
 The one-off ``operator_norm_bounds`` (per model and input shape) is reported as a ratio to
 the same float32 forward pass, with its seconds beside it.
-
-Experiment (benchmark only, the library is untouched): the ``Evaluator`` with
-``certify=True`` recomputes ``operator_norm_bounds`` for every split of every checkpoint
-(``Evaluator._certify``), and runs ``ibp_certified`` on every point for every (norm, ε),
-although both norms use the same box [x − ε, x + ε] ∩ [0, 1] and interval arithmetic is
-inclusion-monotone (a point not certified at ε is not certified at any ε' > ε; one
-certified at ε' > ε is certified at ε). The patched run memoizes the bounds per model and
-runs IBP at each ε only on the points still undecided; records are checked identical.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-import marginrobust.evaluate.evaluator as evaluator_module
-from marginrobust import Evaluator, create_model
+from marginrobust import create_model
 from marginrobust.evaluate.certify import (
-    LayerBound,
     ibp_certified,
     lipschitz_radii,
     operator_norm_bounds,
@@ -93,88 +79,6 @@ def _bench_model(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ]
 
 
-@contextmanager
-def shared_certificates() -> Iterator[None]:
-    """Memoized bounds and monotone IBP inside the Evaluator, for one call.
-
-    Keys are object identities: valid here because the model and the point tensors live
-    unchanged through the call. A library version would compute the bounds once per
-    checkpoint in ``evaluate_run`` and pass them down, and sort the ε of all norms in
-    ``evaluate`` before calling IBP.
-    """
-    bounds_cache: dict[tuple[int, tuple[int, ...]], list[LayerBound]] = {}
-    ibp_cache: dict[tuple[int, int, int], dict[float, np.ndarray]] = {}
-
-    def bounds(model: nn.Module, shape: Sequence[int]) -> list[LayerBound]:
-        key = (id(model), tuple(shape))
-        if key not in bounds_cache:
-            bounds_cache[key] = operator_norm_bounds(model, shape)
-        return bounds_cache[key]
-
-    def ibp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-            norm: str = "Linf", **kwargs: Any) -> np.ndarray:
-        done = ibp_cache.setdefault((id(model), x.data_ptr(), len(x)), {})
-        if eps not in done:
-            out = np.zeros(len(x), dtype=bool)
-            todo = np.ones(len(x), dtype=bool)
-            smaller = [e for e in done if e < eps]
-            larger = [e for e in done if e > eps]
-            if smaller:
-                todo &= done[max(smaller)]
-            if larger:
-                out |= done[min(larger)]
-                todo &= ~out
-            idx = torch.from_numpy(np.nonzero(todo)[0]).to(x.device)
-            if len(idx):
-                out[todo] = ibp_certified(model, x[idx], y[idx], eps, norm, **kwargs)
-            done[eps] = out
-        return done[eps].copy()
-
-    saved = evaluator_module.operator_norm_bounds, evaluator_module.ibp_certified
-    evaluator_module.operator_norm_bounds = bounds  # type: ignore[assignment]
-    evaluator_module.ibp_certified = ibp  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        evaluator_module.operator_norm_bounds, evaluator_module.ibp_certified = saved
-
-
-def _evaluator_experiment(quick: bool) -> Row:
-    """Certify-only Evaluator over two splits: library vs shared certificates."""
-    n = 64 if quick else 128
-    x, y, source = images28(2 * n)
-    torch.manual_seed(0)
-    model = create_model("cnn", in_chans=1, img_size=28).eval()
-    ev = Evaluator(attacks=(), certify=True, n=n, seed=0, device="cpu")
-    threats = ev.threats_for("fashion-mnist")
-    splits = {"test": (x[:n], y[:n]), "train": (x[n:], y[n:])}
-
-    def evaluate() -> list[tuple[Any, ...]]:
-        out = []
-        for split, (xs, ys) in splits.items():
-            records, _ = ev.evaluate(model, xs, ys, split, threats=threats)
-            out += [(r.split, r.method, r.norm, r.eps, r.robust_acc) for r in records]
-        return out
-
-    results: dict[str, list[tuple[Any, ...]]] = {}
-
-    def library() -> None:
-        results["library"] = evaluate()
-
-    def patched() -> None:
-        with shared_certificates():
-            results["patched"] = evaluate()
-
-    t = interleave({"patched": patched, "library": library}, reps=reps_for(quick, 2, 1))
-    r = t["ratios"]["patched"]
-    same = "identical" if results["patched"] == results["library"] else "DIFFERENT"
-    eps = ", ".join(f"{th.norm} {e:g}" for th in threats for e in th.epsilons)
-    return row(f"certify: Evaluator certify-only, cnn 28x28, 2 splits x {n} ({source}), "
-               "EXPERIMENT", "time ratio shared bounds + monotone IBP / library", r,
-               "info", None, f"{fmt_s(t['patched'])} vs {fmt_s(t['library'])}; eps {eps}; "
-               f"records {same}", experiment=True)
-
-
 def run(quick: bool = False) -> list[Row]:
     """CNN on 28x28 images and VGG-16 (width 0.25) on 32x32 RGB noise."""
     reps = reps_for(quick, 3)
@@ -189,5 +93,4 @@ def run(quick: bool = False) -> list[Row]:
     y32 = torch.randint(0, 10, (n_vgg,), generator=gen)
     vgg = create_model("vgg16", in_chans=3, img_size=32, width=0.25).eval()
     rows += _bench_model("vgg16 width 0.25, 32x32 (noise)", vgg, x32, y32, reps)
-    rows.append(_evaluator_experiment(quick))
     return rows

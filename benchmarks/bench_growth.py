@@ -15,25 +15,17 @@
 * Bookkeeping alone: the ``ResultsStore`` calls ``evaluate_run`` makes per (checkpoint,
   split) — ``done()``, ``load_arrays``, ``save_arrays``, ``add`` — with synthetic records
   (24 per split, as PGD + FMN + certificates on 4 budgets give) for 8 and 64 checkpoints,
-  no attacks. ``add`` re-serialises and fsyncs every stored record each time, so its cost
-  per checkpoint grows with the number already stored; this row shows how fast.
-  Experiment (benchmark only): the same with ``ResultsStore.add`` patched to append the
-  new records' lines when none replaces a stored key (the common case), which keeps the
-  cost per checkpoint flat; the resulting records file is checked identical.
+  no attacks. ``add`` appends the new records unless one replaces a stored figure, so
+  the cost per checkpoint should stay flat as the store grows; this row checks it.
 """
 
 from __future__ import annotations
 
 import cProfile
 import io
-import json
-import os
 import pstats
 import shutil
-import statistics
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,73 +164,19 @@ def _store_session(root: Path, checkpoints: int, per_split: int = 24, points: in
             store.add(records)
 
 
-@contextmanager
-def appending_store() -> Iterator[None]:
-    """``ResultsStore.add`` that appends lines (fsynced) unless a stored key is replaced.
-
-    A library version would also keep the key set and make the reader skip a torn last
-    line (an append is not atomic the way rename is).
-    """
-    original = ResultsStore.add
-
-    def add(self: ResultsStore, records: Iterable[EvalRecord]) -> None:
-        new = list(records)
-        keys = getattr(self, "_bench_keys", None)
-        if keys is None:
-            keys = {r.key for r in self._records}
-        if any(r.key in keys for r in new):
-            original(self, new)
-            self._bench_keys = {r.key for r in self._records}  # type: ignore[attr-defined]
-            return
-        self._records += new
-        self._bench_keys = keys | {r.key for r in new}  # type: ignore[attr-defined]
-        text = "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in new)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as fh:
-            fh.write(text.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    ResultsStore.add = add  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ResultsStore.add = original  # type: ignore[method-assign]
-
-
 def _store_rows(quick: bool) -> list[Row]:
     small, big = (8, 32) if quick else (8, 64)
     with tempfile.TemporaryDirectory(prefix="marginrobust-bench-") as tmp:
-        lib, app = Path(tmp) / "library", Path(tmp) / "append"
-
-        def appended(root: Path, k: int) -> None:
-            with appending_store():
-                _store_session(root, k)
-
-        t = interleave({f"a{big}": lambda: appended(app, big),
-                        f"a{small}": lambda: appended(app, small),
-                        str(big): lambda: _store_session(lib, big),
+        lib = Path(tmp) / "library"
+        t = interleave({str(big): lambda: _store_session(lib, big),
                         str(small): lambda: _store_session(lib, small)},
                        reps=reps_for(quick, 3))
-        # Both folders now hold the `small` session last: compare their records files.
-        same = (lib / "eval" / "records.jsonl").read_bytes() == \
-            (app / "eval" / "records.jsonl").read_bytes()
     ratio = t["ratios"][str(big)] * small / big
-    # The appending variant's ratio, from its own per-round times.
-    ratio_app = statistics.median(
-        b / a for a, b in zip(t["times"][f"a{small}"], t["times"][f"a{big}"], strict=True)
-    ) * small / big
     label = f"growth: ResultsStore bookkeeping of evaluate_run ({small} vs {big} ckpts, no attacks)"
     figure = f"time per checkpoint {big} ckpts / {small} ckpts"
     return [row(label, figure, ratio, f"<= {LINEAR_TARGET}", ratio <= LINEAR_TARGET,
                 f"{fmt_s(t[str(small)] / small)}/ckpt at {small}, "
-                f"{fmt_s(t[str(big)] / big)}/ckpt at {big} (2 splits x 24 records each)"),
-            row(f"{label}, EXPERIMENT: append-only add", figure, ratio_app,
-                f"<= {LINEAR_TARGET}", ratio_app <= LINEAR_TARGET,
-                f"{fmt_s(t[f'a{small}'] / small)}/ckpt at {small}, "
-                f"{fmt_s(t[f'a{big}'] / big)}/ckpt at {big}; records file "
-                f"{'identical' if same else 'DIFFERENT'} to the library's",
-                experiment=True)]
+                f"{fmt_s(t[str(big)] / big)}/ckpt at {big} (2 splits x 24 records each)")]
 
 
 def run(quick: bool = False) -> list[Row]:
