@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,10 +37,10 @@ def test_trajectory_checkpoints_follow_the_decade_policy(tmp_path):
     expected, threshold = {0, 5, 12}, None
     for r in rows:
         if threshold is None:
-            threshold = int(__import__("math").ceil(r["log10_loss"])) - 1
+            threshold = math.ceil(r["log10_loss"]) - 1
         elif r["log10_loss"] <= threshold:
             expected.add(r["epoch"])
-            threshold = int(__import__("math").ceil(r["log10_loss"])) - 1
+            threshold = math.ceil(r["log10_loss"]) - 1
     assert set(epochs) == expected
     model, meta = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert meta["epoch"] == trainer.epoch == 12

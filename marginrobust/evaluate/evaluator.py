@@ -43,6 +43,13 @@ def _key(*parts: Any) -> str:
     return "/".join(str(p) for p in parts)
 
 
+def _certified(radius: np.ndarray, eps: float, clean: np.ndarray,
+               ibp: np.ndarray | None = None) -> np.ndarray:
+    """Points certified at ε: correct with a Lipschitz radius above ε, or IBP-certified."""
+    lip = (radius > eps) & clean
+    return lip if ibp is None else lip | ibp
+
+
 @dataclass
 class PointSet:
     """The fixed evaluation points of one split."""
@@ -235,7 +242,7 @@ class Evaluator:
             arrays[ibp_key] = self._ibp(model, x, y, split, norm, eps, clean, arrays)
             arrays[_key(split, "certify-ibp", norm, eps, "seconds")] = np.array(
                 time.perf_counter() - start)
-        lip = (radii[norm] > eps) & clean
+        lip = _certified(radii[norm], eps, clean)
         seconds = float(arrays.get(_key(split, "certify-lipschitz", "seconds"), 0.0))
         if not is_done("certify-lipschitz", norm, eps):
             record("certify-lipschitz", norm, eps, lip, clean, seconds, radii[norm])
@@ -243,7 +250,8 @@ class Evaluator:
             record("certify-ibp", norm, eps, arrays[ibp_key], clean,
                    float(arrays[_key(split, "certify-ibp", norm, eps, "seconds")]))
         if not is_done("certified", norm, eps):
-            record("certified", norm, eps, lip | arrays[ibp_key], clean, 0.0)
+            record("certified", norm, eps, _certified(radii[norm], eps, clean, arrays[ibp_key]),
+                   clean, 0.0)
 
     @staticmethod
     def _ibp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str, norm: str,
@@ -308,15 +316,16 @@ class Evaluator:
             record("worst", norm, eps, worst, clean, 0.0)
         flags = []
         acc = {name: float(r.mean()) for name, r in per_attack.items()}
-        certified = arrays.get(_key(split, "certify-ibp", norm, eps, "certified"))
-        if self.certify and certified is not None:
-            acc["certified"] = float(((radii[norm] > eps) & clean | certified).mean())
+        ibp = arrays.get(_key(split, "certify-ibp", norm, eps, "certified"))
+        cert = _certified(radii[norm], eps, clean, ibp) if self.certify and ibp is not None \
+            else None
+        if cert is not None:
+            acc["certified"] = float(cert.mean())
         chain = [(name, acc[name]) for name in CHAIN if name in acc] + [("clean", clean.mean())]
         for (lo, a), (hi, b) in zip(chain, chain[1:]):
             if a > b + 1e-12:
                 flags.append(f"{lo} accuracy {a:.4f} > {hi} accuracy {b:.4f}")
-        if self.certify and certified is not None:
-            cert = ((radii[norm] > eps) & clean) | certified
+        if cert is not None:
             for name, robust in per_attack.items():
                 broken = int((cert & ~robust).sum())
                 if broken:
@@ -391,6 +400,7 @@ class Evaluator:
             per_ckpt = len(points) * sum(
                 sum(t.norm in a.norms for a in self.attacks) for t in threats)
             bar = tqdm(total=len(files) * per_ckpt, unit="attack", dynamic_ncols=True)
+        step = (lambda _label: bar.update(1)) if bar is not None else None
         for file in files:
             name = file.stem
             model, meta = load_checkpoint(file, self.device)
@@ -401,14 +411,8 @@ class Evaluator:
                 if bar is not None:
                     bar.set_description(f"{name} {split}")
                 done = store.done()
-                arrays = {k: v for k, v in store.load_arrays(name).items()}
-
-                def step(label: str, _name: str = name, _split: str = split) -> None:
-                    if bar is not None:
-                        bar.update(1)
-
                 records, arrays = self.evaluate(model, pts.x, pts.y, split, name, context,
-                                                done, arrays, threats, step)
+                                                done, store.load_arrays(name), threats, step)
                 store.save_arrays(name, arrays)
                 store.add(records)
         if bar is not None:
