@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .errors import UserError
+from .train.schedules import SCHEDULES
 
 
 class _Group(click.Group):
@@ -116,8 +117,10 @@ def _model_kwargs(model: str, bias: str, width: float, model_opts: tuple[str, ..
               help="Accepted epochs to train [default: 100].")
 @click.option("--batch-size", type=click.IntRange(min=0), default=100, show_default=True,
               help="Mini-batch size; 0 for full batch.")
-@click.option("--schedule", type=click.Choice(["loss-based", "constant"]), default="loss-based",
-              show_default=True, help="Paper's loss-based rate with rollback, or constant.")
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="loss-based",
+              show_default=True,
+              help="Paper's loss-based rate with rollback; the same with alpha capped below "
+                   "its last rollback (fewer wasted epochs); or constant.")
 @click.option("--lr", type=float, default=None,
               help="alpha_0 for loss-based [0.1]; the rate for constant [0.01].")
 @click.option("--train-subset", type=click.IntRange(min=1), default=None,
@@ -298,7 +301,7 @@ def _bench_help() -> str:
               help="Dataset cache/download folder.")
 @click.option("--epochs", type=click.IntRange(min=0), default=None, help="Epochs [preset].")
 @click.option("--batch-size", type=click.IntRange(min=0), default=None, help="[preset: 100]")
-@click.option("--schedule", type=click.Choice(["loss-based", "constant"]), default=None,
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=None,
               help="[preset: loss-based]")
 @click.option("--lr", type=float, default=None, help="alpha_0 or the constant rate.")
 @click.option("--train-subset", type=click.IntRange(min=1), default=None, help="[preset]")

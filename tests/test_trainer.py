@@ -10,7 +10,12 @@ import torch
 
 from marginrobust import Callback, TrainConfig, Trainer, create_model
 from marginrobust.errors import UserError
-from marginrobust.train.schedules import ConstantSchedule, LossBasedSchedule, make_schedule
+from marginrobust.train.schedules import (
+    CappedLossBasedSchedule,
+    ConstantSchedule,
+    LossBasedSchedule,
+    make_schedule,
+)
 
 
 def test_loss_based_rule_accepts_decrease_and_rolls_back_otherwise():
@@ -28,6 +33,28 @@ def test_loss_based_rule_accepts_decrease_and_rolls_back_otherwise():
     assert s.end_epoch(math.log(1.5))               # equal loss is accepted (≤)
     # η = α / 𝓛̄_{t-1}
     assert s.log10_lr == pytest.approx(math.log10(s.alpha) - math.log10(1.5))
+
+
+def test_capped_rule_keeps_alpha_below_its_last_rollback():
+    s = make_schedule("loss-based-capped", 0.1)
+    assert isinstance(s, CappedLossBasedSchedule) and s.cap == math.inf
+    s.start(math.log(2.0))
+    assert s.end_epoch(math.log(1.9))               # no rollback yet: the paper's walk
+    assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 5))
+    a = s.alpha
+    assert not s.end_epoch(math.log(1.95))          # rollback: α and cap drop together
+    assert s.alpha == pytest.approx(a / 2 ** (1 / 10)) and s.cap == s.alpha
+    assert s.log_frame == math.log(1.9)             # judged exactly as the paper does
+    cap = s.cap
+    assert s.end_epoch(math.log(1.8))               # accept: α ≤ cap · cap_growth < α·up
+    assert s.cap == pytest.approx(cap * 2 ** (1 / 10))
+    assert s.alpha == pytest.approx(s.cap) and s.alpha < cap * 2 ** (1 / 5)
+    for _ in range(5):                              # long runs of accepts: the cap leads
+        s.end_epoch(s.log_frame)
+    assert s.alpha == pytest.approx(cap * 2 ** (6 / 10))
+    restored = CappedLossBasedSchedule()
+    restored.load_state_dict(s.state_dict())
+    assert restored == s
 
 
 def test_alpha_floor_exhausts_schedule():
@@ -85,12 +112,14 @@ def test_trainer_rolls_back_to_exact_parameters(digits):
     assert trainer.grad_evals > trainer.step
 
 
-def test_accepted_epochs_never_increase_the_loss(digits):
+@pytest.mark.parametrize("schedule", ["loss-based", "loss-based-capped"])
+def test_accepted_epochs_never_increase_the_loss(digits, schedule):
     torch.manual_seed(1)
     model = create_model("cnn", in_chans=1, img_size=8, width=0.25)
     rec = Recorder()
     Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
-            TrainConfig(epochs=15, batch_size=50, device="cpu"), [rec]).fit()
+            TrainConfig(epochs=15, batch_size=50, device="cpu", schedule=schedule),
+            [rec]).fit()
     losses = [r["log10_loss"] for r in rec.records]
     assert all(b <= a for a, b in zip(losses, losses[1:]))
     assert rec.records[-1]["train_acc"] > 0.9
@@ -143,3 +172,26 @@ def test_invalid_config_is_user_error():
         TrainConfig(epochs=-1).validate()
     with pytest.raises(UserError):
         TrainConfig(schedule="cosine").validate()
+
+
+def test_capped_schedule_resumes_exactly_after_its_cap_is_set(digits):
+    """A run stopped after rollbacks and continued from its state equals one run through."""
+    def trainer(epochs):
+        torch.manual_seed(0)
+        model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+        cfg = TrainConfig(epochs=epochs, batch_size=100, lr=1e3, device="cpu",
+                          schedule="loss-based-capped")
+        return Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test, cfg)
+
+    through = trainer(8)
+    through.fit()
+    first = trainer(4)
+    first.fit()
+    assert math.isfinite(first.schedule.cap), "expected a rollback to set the cap"
+    second = trainer(8)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    second.fit()
+    assert second.schedule == through.schedule
+    assert second.grad_evals == through.grad_evals > second.step
+    for k, v in through.model.state_dict().items():
+        assert torch.equal(v, second.model.state_dict()[k])

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 
-SCHEDULES = ("loss-based", "constant")
+SCHEDULES = ("loss-based", "loss-based-capped", "constant")
 
 
 @dataclass
@@ -78,6 +78,42 @@ class LossBasedSchedule:
 
 
 @dataclass
+class CappedLossBasedSchedule(LossBasedSchedule):
+    """The paper's loss-based rate, with α capped below its last rollback (an option; the
+    paper's :class:`LossBasedSchedule` stays the default).
+
+    In the paper's walk (×``up`` per accept, ÷``down`` per rollback) α jumps by ``up``
+    past the largest stable value after every accepted epoch and needs two rollbacks to
+    come back, so about two thirds of the gradient evaluations are thrown away. Here a
+    rollback also sets a cap at the reduced α; accepted epochs still multiply α by ``up``
+    but never beyond the cap, which rises by ``cap_growth`` per accepted epoch. Near the
+    stability edge α then probes upward by ``cap_growth`` (default ``down``) instead of
+    ``up``, and one rollback undoes an overshoot. Rejection is judged exactly as in the
+    paper; before the first rollback the cap is infinite and the walk is the paper's.
+    ``python -m benchmarks --only schedule`` measures both on digits.
+
+    Attributes:
+        cap: Current ceiling on α (inf until the first rollback).
+        cap_growth: Factor by which the cap rises after each accepted epoch.
+    """
+
+    cap: float = math.inf
+    cap_growth: float = 2 ** (1 / 10)
+    name: str = "loss-based-capped"
+
+    def end_epoch(self, log_mean_loss: float | None) -> bool:
+        """Judge an epoch as the paper does; on rollback, lower the cap to the new α."""
+        alpha = self.alpha
+        ok = super().end_epoch(log_mean_loss)
+        if ok:
+            self.cap *= self.cap_growth
+            self.alpha = min(alpha * self.up, self.cap)
+        else:
+            self.cap = self.alpha
+        return ok
+
+
+@dataclass
 class ConstantSchedule:
     """A fixed step η on the mean loss; no frame, no rollback (paper's baseline).
 
@@ -121,19 +157,21 @@ class ConstantSchedule:
             setattr(self, k, v)
 
 
-Schedule = LossBasedSchedule | ConstantSchedule
+Schedule = LossBasedSchedule | CappedLossBasedSchedule | ConstantSchedule
 
 
 def make_schedule(name: str, lr: float, up: float = 2 ** (1 / 5), down: float = 2 ** (1 / 10),
                   alpha_min: float = 1e-50) -> Schedule:
     """Build a schedule by name; ``lr`` is α_0 for ``loss-based`` and η for ``constant``.
 
-    ``up``, ``down`` and ``alpha_min`` only concern ``loss-based``.
+    ``up``, ``down`` and ``alpha_min`` only concern the loss-based schedules.
     """
     if not (lr > 0 and math.isfinite(lr)):
         raise UserError(f"the learning rate must be a positive number, not {lr}")
     if name == "loss-based":
         return LossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
+    if name == "loss-based-capped":
+        return CappedLossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
     if name == "constant":
         return ConstantSchedule(lr=lr)
     raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, not {name!r}")

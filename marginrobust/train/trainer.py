@@ -18,9 +18,9 @@ from ..errors import UserError
 from ..margins import LN10, log_losses, margin_stats
 from ..models import homogeneity_order
 from .callbacks import Callback
-from .schedules import Schedule, make_schedule
+from .schedules import LossBasedSchedule, Schedule, make_schedule
 
-DEFAULT_LR = {"loss-based": 0.1, "constant": 0.01}
+DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "constant": 0.01}
 STOP_REASONS = ("epochs", "time", "target", "alpha", "diverged")
 
 
@@ -31,7 +31,9 @@ class TrainConfig:
     Attributes:
         epochs: Accepted epochs to train (rolled-back attempts do not count).
         batch_size: Mini-batch size; 0 means full batch (paper: 100).
-        schedule: ``loss-based`` (paper's, with rollback) or ``constant``.
+        schedule: ``loss-based`` (paper's, with rollback), ``loss-based-capped`` (the same
+            rate with α capped below its last rollback: fewer wasted epochs) or
+            ``constant``.
         lr: α_0 for ``loss-based`` (paper: 0.1), η for ``constant`` (paper: 0.01 MNIST,
             0.1 CIFAR-10); None picks those defaults.
         lr_up: α factor after an accepted epoch (paper: 2^{1/5}).
@@ -162,7 +164,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate
         frame = self.schedule.log_frame
-        limit = self.config.explode_ratio if self.schedule.name == "loss-based" else math.inf
+        limit = (self.config.explode_ratio if isinstance(self.schedule, LossBasedSchedule)
+                 else math.inf)
         # Explosion is tracked on the device and read once per epoch: no per-batch sync.
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         steps = 0
@@ -231,7 +234,7 @@ class Trainer:
                 return "time"
 
     def _exhausted_reason(self) -> str:
-        return "alpha" if self.schedule.name == "loss-based" else "diverged"
+        return "alpha" if isinstance(self.schedule, LossBasedSchedule) else "diverged"
 
     def _emit(self, record: dict[str, Any]) -> None:
         for cb in self.callbacks:
