@@ -18,7 +18,15 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import bench_certify, bench_eval, bench_growth, bench_margins, bench_schedule, bench_train
+from . import (
+    bench_certify,
+    bench_eval,
+    bench_growth,
+    bench_margins,
+    bench_schedule,
+    bench_train,
+    bench_warm,
+)
 from .common import DEFAULT_THREADS, Row, machine, row, set_threads
 
 BENCHMARKS: dict[str, ModuleType] = {
@@ -28,6 +36,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "eval": bench_eval,
     "certify": bench_certify,
     "growth": bench_growth,
+    "warm": bench_warm,
 }
 # Row keys that hold bulky extras: saved in results.json, printed after the table.
 EXTRAS = ("profile", "profile_tottime")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .results import ADVERSARIALS_DIR
 from .train.run import RunSpec, read_run, train_run
 from .train.trainer import TrainConfig
 
@@ -131,7 +132,9 @@ def publish(out: Path, leaderboard_dir: Path) -> Path:
         if (out / name).exists():
             shutil.copy2(out / name, tmp / name)
     if (out / "eval").exists():
-        shutil.copytree(out / "eval", tmp / "eval")
+        # Adversarial points are inputs for warm starts, not results.
+        shutil.copytree(out / "eval", tmp / "eval",
+                        ignore=shutil.ignore_patterns(ADVERSARIALS_DIR))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

@@ -200,7 +200,7 @@ def _csv(text: str | None) -> list[str]:
 
 def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
                     n: int, seed: int, device: str, certify: bool, aa_version: str,
-                    aa_attacks: str | None) -> Any:
+                    aa_attacks: str | None, warm_start: bool = False) -> Any:
     """An :class:`Evaluator` from the CLI's options (shared by ``eval`` and ``bench``)."""
     from .evaluate.evaluator import Evaluator
     from .evaluate.threats import ThreatModel, normalize_norm, parse_eps_list
@@ -217,7 +217,7 @@ def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str 
         options["autoattack"] = ({"version": "custom", "attacks_to_run": _csv(aa_attacks)}
                                  if custom else {"version": aa_version})
     return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
-                     seed=seed, device=device, attack_options=options)
+                     seed=seed, device=device, attack_options=options, warm_start=warm_start)
 
 
 _eval_options = [
@@ -236,6 +236,9 @@ _eval_options = [
                  help="AutoAttack version: standard, plus, rand."),
     click.option("--aa-attacks", default=None, metavar="A1,A2",
                  help="A cheaper custom AutoAttack set, e.g. apgd-ce,apgd-t ('standard': all)."),
+    click.option("--warm-start", is_flag=True,
+                 help="Start FMN at each checkpoint from the previous checkpoint's "
+                      "adversarial points (off: every checkpoint is attacked from scratch)."),
     click.option("--no-certify", is_flag=True, help="Skip the certified radii."),
     click.option("--eval-seed", type=int, default=0, show_default=True,
                  help="Seed of the points and the attacks."),
@@ -249,7 +252,8 @@ _eval_options = [
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
              n_points: int, splits: str, aa_version: str, aa_attacks: str | None,
-             no_certify: bool, eval_seed: int, device: str, quiet: bool) -> None:
+             warm_start: bool, no_certify: bool, eval_seed: int, device: str,
+             quiet: bool) -> None:
     """Attack and certify every checkpoint of a run (or one checkpoint file).
 
     Results go to RUN_DIR/eval/records.jsonl (one record per checkpoint, split, method,
@@ -257,7 +261,7 @@ def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: 
     Rerunning skips finished work.
     """
     evaluator = build_evaluator(attacks, norms, eps_l2, eps_linf, n_points, eval_seed, device,
-                                not no_certify, aa_version, aa_attacks)
+                                not no_certify, aa_version, aa_attacks, warm_start)
     store = evaluator.evaluate_run(path, _csv(splits), progress=not quiet)
     click.echo(summary_table(store.records))
     flagged = sorted({f for r in store.records for f in r.flags})
@@ -321,6 +325,8 @@ def _bench_help() -> str:
 @click.option("--aa-version", default="standard", show_default=True)
 @click.option("--aa-attacks", default=None,
               help="Custom AutoAttack set [CPU preset: apgd-ce,apgd-t; 'standard' for all].")
+@click.option("--warm-start", is_flag=True,
+              help="Start FMN at each checkpoint from the previous one's adversarial points.")
 @click.option("--no-certify", is_flag=True, help="Skip the certified radii.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -337,8 +343,9 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
               checkpoint_decades: float | None, max_minutes: float | None,
               target_log10_loss: float | None, seed: int, attacks: str | None, norms: str,
               eps_l2: str | None, eps_linf: str | None, n_points: int | None, splits: str,
-              aa_version: str, aa_attacks: str | None, no_certify: bool, device: str,
-              out: str | None, leaderboard_dir: str, no_leaderboard: bool, quiet: bool) -> None:
+              aa_version: str, aa_attacks: str | None, warm_start: bool, no_certify: bool,
+              device: str, out: str | None, leaderboard_dir: str, no_leaderboard: bool,
+              quiet: bool) -> None:
     from .bench import bench, preset_for, spec_from_preset
     from .train.trainer import resolve_device
 
@@ -353,7 +360,7 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
     spec, preset = spec_from_preset(preset_for(dataset, dev), dataset, overrides)
     click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
     evaluator = build_evaluator(preset.attacks, norms, eps_l2, eps_linf, preset.n, seed, device,
-                                not no_certify, aa_version, preset.aa_attacks)
+                                not no_certify, aa_version, preset.aa_attacks, warm_start)
     result = bench(spec, evaluator, Path(out) if out else None,
                    None if no_leaderboard else Path(leaderboard_dir), tuple(_csv(splits)),
                    progress=not quiet, log=click.echo)

@@ -4,6 +4,9 @@ A run's evaluation lives in ``RUN_DIR/eval/``:
 
     records.jsonl     one record per (checkpoint, split, attack or certificate, norm, ε)
     <checkpoint>.npz  per-point distances and certified radii of that checkpoint
+    adversarials/<checkpoint>.npz
+                      the minimal-norm adversarial points (only with warm-started attacks;
+                      inputs for the next checkpoint, not results, so never published)
     points.json       the fixed evaluation points (indices per split), same for all checkpoints
 
 The arrays and points files are rewritten atomically; ``records.jsonl`` is appended to
@@ -28,6 +31,7 @@ import numpy as np
 from .train.checkpoints import atomic_write
 
 EVAL_DIR = "eval"
+ADVERSARIALS_DIR = "adversarials"
 RECORDS = "records.jsonl"
 
 
@@ -169,18 +173,22 @@ class ResultsStore:
 
     def load_arrays(self, checkpoint: str) -> dict[str, np.ndarray]:
         """Per-point arrays of a checkpoint (empty if none yet)."""
-        path = self.arrays_path(checkpoint)
-        if not path.exists():
-            return {}
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        return _load_npz(self.arrays_path(checkpoint))
 
     def save_arrays(self, checkpoint: str, arrays: dict[str, np.ndarray]) -> None:
         """Merge ``arrays`` into the checkpoint's .npz, atomically."""
-        merged = {**self.load_arrays(checkpoint), **arrays}
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **merged)
-        atomic_write(self.arrays_path(checkpoint), lambda fh: fh.write(buf.getvalue()))
+        _merge_npz(self.arrays_path(checkpoint), arrays)
+
+    def adversarials_path(self, checkpoint: str) -> Path:
+        return self.dir / ADVERSARIALS_DIR / f"{checkpoint}.npz"
+
+    def load_adversarials(self, checkpoint: str) -> dict[str, np.ndarray]:
+        """A checkpoint's stored adversarial points (empty if none)."""
+        return _load_npz(self.adversarials_path(checkpoint))
+
+    def save_adversarials(self, checkpoint: str, arrays: dict[str, np.ndarray]) -> None:
+        """Merge adversarial points into the checkpoint's file, atomically."""
+        _merge_npz(self.adversarials_path(checkpoint), arrays)
 
     def load_points(self) -> dict[str, list[int]] | None:
         path = self.dir / "points.json"
@@ -193,6 +201,21 @@ class ResultsStore:
     def frame(self) -> Any:
         """The records as a pandas DataFrame (one row per figure)."""
         return records_frame(self._records)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _merge_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Merge ``arrays`` into the .npz at ``path`` (created if absent), atomically."""
+    merged = {**_load_npz(path), **arrays}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **merged)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 def _lines(records: Iterable[EvalRecord]) -> str:

@@ -385,3 +385,83 @@ def test_attacks_run_on_cuda(digits):
         assert np.array_equal(on_gpu.clean_correct, on_cpu.clean_correct)
         # different kernels and random streams: close, not equal
         assert np.allclose(on_gpu.robust_accuracy(), on_cpu.robust_accuracy(), atol=3 / N_EVAL)
+
+
+# --- warm starts ---------------------------------------------------------------------------
+
+class BothNormsWarmFMN(FMN):
+    """FMN warm-started under Linf too (the library keeps it to L2, where it pays)."""
+
+    warm_start_norms = ("L2", "Linf")
+
+
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_warm_fmn_equals_foolbox_started_from_the_same_points(digits, norm):
+    """Warm-started FMN is foolbox's FMN (L2: projection fixed) given ``starting_points``."""
+    model, x, y = digits
+    threat = THREATS[norm]
+    earlier = FMN()(model, x, y, threat, seed=0)
+    # An earlier model's points: here the same model with its logits tilted a little.
+    later = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in later.parameters():
+            p.mul_(1 + 0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(1)))
+    result = BothNormsWarmFMN()(later, x, y, threat, seed=0,
+                                starting_points=earlier.adversarials)
+    assert result.warm_started > 0.8 * int(result.clean_correct.sum())
+    ours = result.distances[result.clean_correct]
+    assert np.isfinite(ours).all()
+    # The same starts, handed to foolbox directly on the points that used them as given.
+    correct = torch.from_numpy(result.clean_correct)
+    starts = torch.from_numpy(earlier.adversarials)[correct]
+    scaled = scaled_copy(later, x)
+    with torch.no_grad():
+        logits = scaled(starts.nan_to_num())
+    true = logits.gather(1, y[correct][:, None]).squeeze(1)
+    wrong = logits.scatter(1, y[correct][:, None], -math.inf).amax(1) - true
+    as_given = (wrong > 1e-3).numpy()          # no stretching needed
+    fmodel = fb.PyTorchModel(scaled, bounds=(0, 1), device=x.device)
+    direct_attack = fb.attacks.LInfFMNAttack() if norm == "Linf" else _fixed_l2_fmn()
+    direct = direct_attack(fmodel, x[correct][as_given], y[correct][as_given], epsilons=None,
+                           starting_points=starts[as_given])[1]
+    p = 2 if norm == "L2" else math.inf
+    direct_d = torch.linalg.vector_norm(
+        (direct.double() - x[correct][as_given].double()).flatten(1), ord=p, dim=1).numpy()
+    assert as_given.sum() > 0.5 * len(as_given)
+    np.testing.assert_allclose(ours[as_given], direct_d, rtol=1e-5, atol=1e-6)
+
+
+def _fixed_l2_fmn():
+    from marginrobust.evaluate.attacks import _L2FMN
+
+    return _L2FMN()
+
+
+def test_warm_start_from_its_own_points_never_moves_further(digits):
+    model, x, y = digits
+    threat = THREATS["L2"]
+    cold = FMN()(model, x, y, threat, seed=0)
+    warm = FMN()(model, x, y, threat, seed=0, starting_points=cold.adversarials)
+    ok = np.isfinite(cold.distances) & cold.clean_correct
+    assert warm.warm_started >= 0.9 * ok.sum()
+    assert (warm.distances[ok] <= cold.distances[ok]).all()
+
+
+def test_starting_points_are_checked_and_ignored_where_not_supported(digits):
+    model, x, y = digits
+    threat = THREATS["L2"]
+    with pytest.raises(UserError, match="shape"):
+        FMN()(model, x, y, threat, starting_points=x[:3])
+    nan = np.full(tuple(x.shape), np.nan, dtype=np.float32)
+    cold, none_usable = FMN()(model, x, y, threat), FMN()(model, x, y, threat,
+                                                          starting_points=nan)
+    assert none_usable.warm_started == 0
+    np.testing.assert_array_equal(cold.distances, none_usable.distances)
+    linf = FMN()(model, x, y, THREATS["Linf"], starting_points=cold.adversarials)
+    assert linf.warm_started == 0             # FMN warm-starts L2 only
+    ddn = ATTACKS.get("ddn")
+    assert not ddn.warm_start_norms
+    a = ddn(steps=20)(model, x, y, threat, seed=0)
+    b = ddn(steps=20)(model, x, y, threat, seed=0, starting_points=cold.adversarials)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    assert b.warm_started == 0 and a.adversarials is not None

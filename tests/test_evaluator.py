@@ -300,3 +300,66 @@ def test_ibp_reuse_across_budgets_and_norms_matches_direct_calls(trained_mlp, di
                                           direct)
             counts.append(int(direct.sum()))
     assert counts[0] > counts[3] >= 0 and counts[0] > 0     # the skip was really exercised
+
+
+def _fresh_copy(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval"))
+    return dest
+
+
+def test_warm_start_chains_checkpoints_and_resumes_with_the_same_numbers(small_run, tmp_path):
+    from marginrobust.bench import publish
+    from marginrobust.evaluate.attacks import FMN
+    from marginrobust.results import ResultsStore
+    from marginrobust.train import list_checkpoints, load_checkpoint
+
+    threats = [ThreatModel("L2", (0.5,)), ThreatModel("Linf", (0.05,))]
+
+    def ev():
+        return Evaluator(threats=threats, attacks=("fmn",), certify=False, n=20, device="cpu",
+                         warm_start=True)
+
+    full = _fresh_copy(small_run, tmp_path / "full")
+    store = ev().evaluate_run(full, splits=["test"])
+    files = list_checkpoints(full)
+    assert len(files) >= 3
+    for f in files:
+        adv = store.load_adversarials(f.stem)
+        assert set(adv) == {"test/fmn/L2/adversarial"}      # FMN warm-starts L2 only
+        assert "test/fmn/L2/adversarial" not in store.load_arrays(f.stem)
+    # The last checkpoint's figures are FMN started from the one before's points.
+    model, _ = load_checkpoint(files[-1])
+    from marginrobust.evaluate.evaluator import select_points
+
+    pts = select_points(load_dataset("digits", None, 200, 100, 0), 20, 0, ["test"],
+                        store.load_points())["test"]
+    starts = store.load_adversarials(files[-2].stem)["test/fmn/L2/adversarial"]
+    direct = FMN()(model, pts.x, pts.y, threats[0], seed=0, starting_points=starts)
+    assert direct.warm_started > 0
+    np.testing.assert_array_equal(store.load_arrays(files[-1].stem)["test/fmn/L2/distances"],
+                                  direct.distances)
+    # Stopped before the last checkpoint and rerun: the same records as one pass.
+    resumed = _fresh_copy(small_run, tmp_path / "resumed")
+    ev().evaluate_run(resumed, splits=["test"], checkpoints=files[:-1])
+    again = ev().evaluate_run(resumed, splits=["test"])
+
+    def figures(s):
+        return sorted((r.key, r.robust_acc, r.median_distance) for r in s.records)
+
+    assert figures(again) == figures(ResultsStore(full))
+    # Published results leave the adversarial points behind.
+    dest = publish(full, tmp_path / "board")
+    assert (full / "eval" / "adversarials").is_dir()
+    assert not (dest / "eval" / "adversarials").exists()
+
+
+def test_eval_cli_warm_start(small_run, tmp_path):
+    run = _fresh_copy(small_run, tmp_path / "run")
+    res = CliRunner().invoke(main, ["eval", str(run), "--attacks", "fmn", "--norms", "L2",
+                                    "--n", "10", "--split", "test", "--no-certify",
+                                    "--warm-start", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (run / "eval" / "adversarials").iterdir()) == sorted(
+        p.name.replace(".pt", ".npz") for p in (run / "checkpoints").glob("epoch-*.pt"))

@@ -117,6 +117,10 @@ class AttackResult:
             misclassified, inf where the attack failed); None for fixed-epsilon attacks.
         seconds: Wall-clock time of the whole evaluation.
         logit_scale: The divisor applied to the logits while attacking.
+        adversarials: float32 [n, ...] the adversarial points behind ``distances`` (NaN
+            where none was found); minimal-norm attacks only. They can warm-start the
+            same attack on a later checkpoint (``starting_points``).
+        warm_started: How many points started from given ``starting_points``.
     """
 
     name: str
@@ -127,6 +131,8 @@ class AttackResult:
     distances: np.ndarray | None
     seconds: float
     logit_scale: float = 1.0
+    adversarials: np.ndarray | None = None
+    warm_started: int = 0
 
     def clean_accuracy(self) -> float:
         """Fraction of points classified correctly without attack."""
@@ -135,6 +141,16 @@ class AttackResult:
     def robust_accuracy(self) -> list[float]:
         """Fraction of points still correctly classified under attack, per budget."""
         return [float(r.mean()) for r in self.robust]
+
+
+@dataclass
+class _Outcome:
+    """What a family's evaluation hands back to :meth:`Attack.__call__`."""
+
+    robust: np.ndarray
+    distances: np.ndarray | None = None
+    adversarials: np.ndarray | None = None
+    warm_started: int = 0
 
 
 @torch.no_grad()
@@ -216,7 +232,8 @@ class Attack(ABC):
 
     @final
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 threat: ThreatModel, seed: int = 0) -> AttackResult:
+                 threat: ThreatModel, seed: int = 0,
+                 starting_points: torch.Tensor | np.ndarray | None = None) -> AttackResult:
         """Attack ``model`` on ``(x, y)`` at every budget of ``threat``.
 
         Args:
@@ -225,12 +242,18 @@ class Attack(ABC):
             y: Integer labels, shape (n,).
             threat: Norm and budgets; the norm must be in ``self.norms``.
             seed: Seed for torch's random streams (the caller's streams are restored).
+            starting_points: Earlier adversarial points, same shape as ``x`` (NaN rows:
+                none), e.g. ``AttackResult.adversarials`` of the previous checkpoint.
+                Used under the norms in the attack's ``warm_start_norms``, ignored
+                otherwise.
 
         Raises:
             UserError: On invalid inputs, labels, threat model or an unsupported norm.
         """
         start = time.perf_counter()
         x, y = _check_inputs(model, x, y, threat, seed, self.norms, self.name)
+        starts = (_check_starts(starting_points, x) if threat.norm in self.warm_start_norms
+                  else None)
         if model.training:
             warnings.warn(f"attack {self.name!r}: the model is in train mode; attacking it "
                           "in eval mode (its mode is restored afterwards)", stacklevel=2)
@@ -242,17 +265,21 @@ class Attack(ABC):
             if int(y.min()) < 0 or int(y.max()) >= n_classes:
                 raise UserError(f"labels must lie in [0, {n_classes - 1}] for this model")
             correct = pred == y
-            robust, distances = self._evaluate(scaled, x, y, correct, threat, int(seed))
+            out = self._evaluate(scaled, x, y, correct, threat, int(seed), starts)
         return AttackResult(name=self.name, norm=threat.norm, epsilons=threat.epsilons,
-                            clean_correct=correct.cpu().numpy(), robust=robust,
-                            distances=distances, seconds=time.perf_counter() - start,
-                            logit_scale=scale)
+                            clean_correct=correct.cpu().numpy(), robust=out.robust,
+                            distances=out.distances, seconds=time.perf_counter() - start,
+                            logit_scale=scale, adversarials=out.adversarials,
+                            warm_started=out.warm_started)
+
+    # Norms under which a subclass starts from earlier adversarial points (run_warm).
+    warm_start_norms: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  correct: torch.Tensor, threat: ThreatModel,
-                  seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The family's evaluation: (robust [n_eps, n], distances [n] or None)."""
+                  correct: torch.Tensor, threat: ThreatModel, seed: int,
+                  starts: torch.Tensor | None) -> _Outcome:
+        """The family's evaluation of the clean-correct points."""
 
     def _batches(self, correct: torch.Tensor) -> Iterator[torch.Tensor]:
         """Indices of the clean-correct points, ``batch_size`` at a time."""
@@ -286,8 +313,8 @@ class FixedEpsilonAttack(Attack):
         """
 
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  correct: torch.Tensor, threat: ThreatModel,
-                  seed: int) -> tuple[np.ndarray, None]:
+                  correct: torch.Tensor, threat: ThreatModel, seed: int,
+                  starts: torch.Tensor | None) -> _Outcome:
         robust = correct.unsqueeze(0).repeat(len(threat.epsilons), 1)
         over_budget = 0
         for idx in self._batches(correct):
@@ -301,7 +328,7 @@ class FixedEpsilonAttack(Attack):
         if over_budget:
             warnings.warn(f"attack {self.name!r} returned {over_budget} adversarial points "
                           "outside the budget; they were not counted", stacklevel=3)
-        return robust.cpu().numpy(), None
+        return _Outcome(robust.cpu().numpy())
 
 
 class MinimalNormAttack(Attack):
@@ -323,19 +350,103 @@ class MinimalNormAttack(Attack):
             Perturbed inputs, same shape as ``x``; failures may be anything.
         """
 
+    def run_warm(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
+                 seed: int, starting_points: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`run`, from adversarial ``starting_points`` (one per point).
+
+        Only called under the norms in ``warm_start_norms``; every starting point is
+        misclassified by ``model`` and inside [0, 1].
+        """
+        raise NotImplementedError(f"attack {self.name!r} cannot be warm-started")
+
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  correct: torch.Tensor, threat: ThreatModel,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  correct: torch.Tensor, threat: ThreatModel, seed: int,
+                  starts: torch.Tensor | None) -> _Outcome:
         distances = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        adversarials = torch.full_like(x, float("nan"))
+        n_warm = 0
         for idx in self._batches(correct):
             xb, yb = x[idx], y[idx]
-            x_adv = self.run(model, xb, yb, threat.norm, seed).detach()
+            x_adv = xb.clone()
+            warm = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
+            if starts is not None:
+                sp, warm = _usable_starts(model, xb, yb, starts[idx], self.batch_size)
+                if warm.any():
+                    x_adv[warm] = self.run_warm(model, xb[warm], yb[warm], threat.norm, seed,
+                                                sp[warm]).detach()
+                n_warm += int(warm.sum())
+            if not warm.all():
+                cold = ~warm
+                x_adv[cold] = self.run(model, xb[cold], yb[cold], threat.norm, seed).detach()
             adv = self._adversarial(model, x_adv, yb)
             d = threat.distances(x_adv, xb)
+            if starts is not None:
+                # A start that is still adversarial as given bounds the result: keep it
+                # where the warm run (which begins from a stretched start) ended further.
+                given = starts[idx]
+                ok = torch.isfinite(given).flatten(1).all(1)
+                ok &= self._adversarial(model, given.nan_to_num(), yb)
+                closer = ok & (~adv | (threat.distances(given.nan_to_num(), xb) < d))
+                x_adv[closer], adv = given[closer], adv | closer
+                d = threat.distances(x_adv, xb)
             distances[idx] = torch.where(adv, d, torch.full_like(d, float("inf")))
+            adversarials[idx[adv]] = x_adv[adv]
         dist = distances.cpu().numpy()
         robust = np.stack([dist > eps for eps in threat.epsilons])
-        return robust, dist
+        return _Outcome(robust, dist, adversarials.cpu().numpy(), n_warm)
+
+
+# Extrapolations tried on an earlier adversarial point that the model now classifies
+# correctly: margins grow during training, so the boundary moves outward along roughly
+# the same direction.
+_START_STRETCH = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+# Earlier minimal-norm points lie on the boundary, where a re-evaluation in another batch
+# can round them back to the true class (and foolbox asserts they are adversarial). A start
+# must beat the true logit by this much (the attacked logits are rescaled to O(1)); foolbox
+# bisects it back onto the boundary anyway.
+_START_MARGIN = 1e-3
+
+
+@torch.no_grad()
+def _wrong_by(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int) -> torch.Tensor:
+    """Best other logit minus the true logit, per point (> 0: misclassified)."""
+    out = []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        z = model(xb)
+        true = z.gather(1, yb[:, None]).squeeze(1)
+        out.append(z.scatter(1, yb[:, None], float("-inf")).amax(1) - true)
+    return torch.cat(out)
+
+
+def _check_starts(starting_points: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """Starting points as a float32 tensor on x's device (None stays None)."""
+    if starting_points is None:
+        return None
+    sp = torch.as_tensor(starting_points, dtype=torch.float32, device=x.device)
+    if sp.shape != x.shape:
+        raise UserError(f"starting points must have the inputs' shape {tuple(x.shape)}, "
+                        f"got {tuple(sp.shape)}")
+    return sp
+
+
+def _usable_starts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, starts: torch.Tensor,
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adversarial starting points for ``model``: the given ones, stretched away from x
+    where they no longer cross the boundary with a clear margin; (points, usable mask)."""
+    given = torch.isfinite(starts).flatten(1).all(1) & (starts != x).flatten(1).any(1)
+    out = torch.where(given.view(-1, *[1] * (x.ndim - 1)), starts, x)
+    usable = torch.zeros_like(given)
+    for c in _START_STRETCH:
+        todo = given & ~usable
+        if not todo.any():
+            break
+        cand = (x[todo] + c * (out[todo] - x[todo])).clamp(0, 1)
+        ok = _wrong_by(model, cand, y[todo], batch_size) > _START_MARGIN
+        rows = torch.nonzero(todo).flatten()[ok]
+        out[rows] = cand[ok]
+        usable[rows] = True
+    return out, usable
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -410,6 +521,9 @@ class FMN(MinimalNormAttack):
     warm-started from them (foolbox's ``starting_points``), which shrinks them as the paper
     intends; that costs two runs of ``steps`` iterations.
 
+    Given ``starting_points`` (the adversarial points of the previous checkpoint), L2
+    runs only the fixed attack, from them (:meth:`run_warm`).
+
     Args:
         steps: Iterations (per run).
         max_stepsize: Initial step size (cosine-annealed down to ``min_stepsize``).
@@ -419,6 +533,9 @@ class FMN(MinimalNormAttack):
     """
 
     name = "fmn"
+    # Measured (python -m benchmarks --only warm): L2 starts save one of its two passes at
+    # equal distances; Linf runs one pass either way and starting points did not speed it.
+    warm_start_norms = ("L2",)
 
     def __init__(self, steps: int = 100, max_stepsize: float = 1.0,
                  min_stepsize: float | None = None, gamma: float = 0.05,
@@ -446,6 +563,24 @@ class FMN(MinimalNormAttack):
         x_adv = x1.clone()
         x_adv[found] = x2
         return x_adv
+
+    def run_warm(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
+                 seed: int, starting_points: torch.Tensor) -> torch.Tensor:
+        """One FMN run (projection-fixed for L2) from earlier adversarial points.
+
+        foolbox first bisects from each starting point towards x onto the boundary, so a
+        point from the previous checkpoint starts the search next to the new boundary.
+        For L2 this replaces both runs of :meth:`run` by one.
+        """
+        fmodel = _fmodel(model, x)
+        attack = fb.attacks.LInfFMNAttack if norm == "Linf" else _L2FMN
+        try:
+            return attack(**self.options)(fmodel, x, y, epsilons=None,
+                                          starting_points=ep.astensor(starting_points))[1]
+        except AssertionError:
+            # foolbox re-checks the starts in its own batch; a point on the boundary can
+            # round back to the correct class there: attack from scratch instead
+            return self.run(model, x, y, norm, seed)
 
 
 @register_attack("ddn")

@@ -35,6 +35,8 @@ DEFAULT_ATTACKS = ("autoattack", "pgd", "fmn")
 SPLITS = ("test", "train")
 CONTEXT_KEYS = ("log10_loss", "train_acc", "test_acc", "normalized_margin", "product_margin",
                 "smoothed_margin")
+# Last part of the keys of the adversarial points kept for warm starts.
+ADVERSARIAL = "adversarial"
 # Order of the robustness chain checked per (split, norm, ε): each ≤ the next.
 CHAIN = ("certified", "autoattack", "pgd")
 
@@ -97,13 +99,18 @@ class Evaluator:
         device: ``auto``, ``cpu`` or ``cuda``.
         attack_options: Per attack name, keyword options for its factory, e.g.
             ``{"autoattack": {"version": "custom", "attacks_to_run": ["apgd-ce"]}}``.
+        warm_start: Start each checkpoint's minimal-norm attacks that support it (FMN L2)
+            from the previous checkpoint's adversarial points (stored under
+            ``eval/adversarials/``). Off by default: results then depend on the earlier
+            checkpoints. ``python -m benchmarks --only eval`` measures what it saves.
     """
 
     def __init__(self, threats: Sequence[ThreatModel] | None = None,
                  norms: Sequence[str] | None = None,
                  attacks: Sequence[str | Attack] = DEFAULT_ATTACKS, certify: bool = True,
                  n: int = 500, seed: int = 0, device: str = "auto",
-                 attack_options: dict[str, dict[str, Any]] | None = None) -> None:
+                 attack_options: dict[str, dict[str, Any]] | None = None,
+                 warm_start: bool = False) -> None:
         from ..train.trainer import resolve_device
 
         if n < 1:
@@ -125,6 +132,7 @@ class Evaluator:
         self.certify = certify
         self.n = n
         self.seed = seed
+        self.warm_start = warm_start
         self.device = resolve_device(device)
         self._bounds_key: tuple[Any, ...] | None = None
         self._bounds_cache: list[Any] = []
@@ -145,6 +153,7 @@ class Evaluator:
                  done: set[tuple[str, str, str, str, float]] | None = None,
                  arrays: dict[str, np.ndarray] | None = None, threats: Sequence[ThreatModel]
                  | None = None, on_step: Callable[[str], None] | None = None,
+                 starts: dict[str, np.ndarray] | None = None,
                  ) -> tuple[list[EvalRecord], dict[str, np.ndarray]]:
         """Evaluate one model on fixed points.
 
@@ -158,9 +167,13 @@ class Evaluator:
             arrays: Per-point arrays from an earlier, interrupted evaluation.
             threats: Override the evaluator's threat models.
             on_step: Called with a short label after each finished unit of work.
+            starts: With ``warm_start``, the previous checkpoint's adversarial points
+                (the ``.../adversarial`` arrays this method returned for it).
 
         Returns:
-            (records, per-point arrays keyed ``split/method/norm[/eps]/...``).
+            (records, per-point arrays keyed ``split/method/norm[/eps]/...``; with
+            ``warm_start`` they include the adversarial points as
+            ``split/attack/norm/adversarial``).
         """
         threats = list(threats or self.threats_for(None))
         done = done or set()
@@ -204,7 +217,7 @@ class Evaluator:
                 if not todo:
                     continue
                 self._attack(attack, model, x, y, split, ThreatModel(norm, tuple(todo)),
-                             arrays, record)
+                             arrays, record, starts or {})
                 if on_step:
                     on_step(f"{split} {attack.name} {norm}")
             for eps in threat.epsilons:
@@ -278,7 +291,7 @@ class Evaluator:
 
     def _attack(self, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 split: str, threat: ThreatModel, arrays: dict[str, np.ndarray],
-                record: Callable[..., None]) -> None:
+                record: Callable[..., None], starts: dict[str, np.ndarray]) -> None:
         norm = threat.norm
         dist_key = _key(split, attack.name, norm, "distances")
         if isinstance(attack, MinimalNormAttack) and dist_key in arrays:
@@ -289,10 +302,15 @@ class Evaluator:
             for eps in threat.epsilons:
                 record(attack.name, norm, eps, distances > eps, clean, seconds, distances)
             return
-        result = attack(model, x, y, threat, seed=self.seed)
+        adv_key = _key(split, attack.name, norm, ADVERSARIAL)
+        warm = self.warm_start and norm in attack.warm_start_norms
+        result = attack(model, x, y, threat, seed=self.seed,
+                        starting_points=starts.get(adv_key) if warm else None)
         if result.distances is not None:
             arrays[dist_key] = result.distances
             arrays[_key(split, attack.name, norm, "seconds")] = np.array(result.seconds)
+            if warm and result.adversarials is not None:
+                arrays[adv_key] = result.adversarials
         for i, eps in enumerate(threat.epsilons):
             arrays[_key(split, attack.name, norm, eps, "robust")] = result.robust[i]
             record(attack.name, norm, eps, result.robust[i], result.clean_correct,
@@ -401,6 +419,7 @@ class Evaluator:
                 sum(t.norm in a.norms for a in self.attacks) for t in threats)
             bar = tqdm(total=len(files) * per_ckpt, unit="attack", dynamic_ncols=True)
         step = (lambda _label: bar.update(1)) if bar is not None else None
+        previous: str | None = None
         for file in files:
             name = file.stem
             model, meta = load_checkpoint(file, self.device)
@@ -411,10 +430,20 @@ class Evaluator:
                 if bar is not None:
                     bar.set_description(f"{name} {split}")
                 done = store.done()
+                starts = (store.load_adversarials(previous)
+                          if self.warm_start and previous is not None else None)
                 records, arrays = self.evaluate(model, pts.x, pts.y, split, name, context,
-                                                done, store.load_arrays(name), threats, step)
+                                                done, store.load_arrays(name), threats, step,
+                                                starts)
+                adversarial = {k: arrays.pop(k) for k in list(arrays)
+                               if k.endswith("/" + ADVERSARIAL)}
+                # The points first: whenever a checkpoint's results exist, so do the
+                # starts the next checkpoint needs, and a resumed run gets the same numbers.
+                if adversarial:
+                    store.save_adversarials(name, adversarial)
                 store.save_arrays(name, arrays)
                 store.add(records)
+            previous = name
         if bar is not None:
             bar.close()
         return store
