@@ -465,3 +465,14 @@ def test_starting_points_are_checked_and_ignored_where_not_supported(digits):
     b = ddn(steps=20)(model, x, y, threat, seed=0, starting_points=cold.adversarials)
     np.testing.assert_array_equal(a.distances, b.distances)
     assert b.warm_started == 0 and a.adversarials is not None
+
+
+@pytest.mark.parametrize("name", ["fmn", "pgd"])
+def test_no_correct_point_means_nothing_to_attack(digits, name):
+    model, x, y = digits
+    with torch.no_grad():
+        wrong = (model(x).argmax(1) + 1) % 10
+    result = make(name)(model, x, wrong, THREATS["L2"], seed=0)
+    assert not result.clean_correct.any() and not result.robust.any()
+    if result.distances is not None:
+        assert (result.distances == 0).all()

@@ -282,8 +282,11 @@ class Attack(ABC):
         """The family's evaluation of the clean-correct points."""
 
     def _batches(self, correct: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Indices of the clean-correct points, ``batch_size`` at a time."""
-        yield from torch.nonzero(correct).flatten().split(self.batch_size)
+        """Indices of the clean-correct points, ``batch_size`` at a time (none if none)."""
+        idx = torch.nonzero(correct).flatten()
+        # split() of an empty tensor yields one empty batch, which foolbox cannot attack
+        if len(idx):
+            yield from idx.split(self.batch_size)
 
     def _adversarial(self, model: nn.Module, x_adv: torch.Tensor,
                      y: torch.Tensor) -> torch.Tensor:
@@ -367,17 +370,19 @@ class MinimalNormAttack(Attack):
         n_warm = 0
         for idx in self._batches(correct):
             xb, yb = x[idx], y[idx]
-            x_adv = xb.clone()
-            warm = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
-            if starts is not None:
+            if starts is None:
+                x_adv = self.run(model, xb, yb, threat.norm, seed).detach()
+            else:
                 sp, warm = _usable_starts(model, xb, yb, starts[idx], self.batch_size)
+                n_warm += int(warm.sum())
+                x_adv = xb.clone()
+                cold = ~warm
                 if warm.any():
                     x_adv[warm] = self.run_warm(model, xb[warm], yb[warm], threat.norm, seed,
                                                 sp[warm]).detach()
-                n_warm += int(warm.sum())
-            if not warm.all():
-                cold = ~warm
-                x_adv[cold] = self.run(model, xb[cold], yb[cold], threat.norm, seed).detach()
+                if cold.any():
+                    x_adv[cold] = self.run(model, xb[cold], yb[cold], threat.norm,
+                                           seed).detach()
             adv = self._adversarial(model, x_adv, yb)
             d = threat.distances(x_adv, xb)
             if starts is not None:
