@@ -87,7 +87,7 @@ class CappedLossBasedSchedule(LossBasedSchedule):
     come back, so about two thirds of the gradient evaluations are thrown away. Here a
     rollback also sets a cap at the reduced α; accepted epochs still multiply α by ``up``
     but never beyond the cap, which rises by ``cap_growth`` per accepted epoch. Near the
-    stability edge α then probes upward by ``cap_growth`` (default ``down``) instead of
+    stability edge α then probes upward by ``cap_growth`` (default 2^{1/10}) instead of
     ``up``, and one rollback undoes an overshoot. Rejection is judged exactly as in the
     paper; before the first rollback the cap is infinite and the walk is the paper's.
     ``python -m benchmarks --only schedule`` measures both on digits.
