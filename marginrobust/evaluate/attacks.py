@@ -36,6 +36,7 @@ from foolbox.devutils import atleast_kd, flatten
 from torch import nn
 
 from ..errors import UserError
+from ..margins import per_example_margins
 from ..registry import register_attack
 from .threats import NORMS, ThreatModel
 
@@ -391,9 +392,10 @@ class MinimalNormAttack(Attack):
                 given = starts[idx]
                 ok = torch.isfinite(given).flatten(1).all(1)
                 ok &= self._adversarial(model, given.nan_to_num(), yb)
-                closer = ok & (~adv | (threat.distances(given.nan_to_num(), xb) < d))
+                d_given = threat.distances(given.nan_to_num(), xb)
+                closer = ok & (~adv | (d_given < d))
                 x_adv[closer], adv = given[closer], adv | closer
-                d = threat.distances(x_adv, xb)
+                d = torch.where(closer, d_given, d)
             distances[idx] = torch.where(adv, d, torch.full_like(d, float("inf")))
             adversarials[idx[adv]] = x_adv[adv]
         dist = distances.cpu().numpy()
@@ -416,12 +418,8 @@ _START_MARGIN = 1e-3
 def _wrong_by(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
               batch_size: int) -> torch.Tensor:
     """Best other logit minus the true logit, per point (> 0: misclassified)."""
-    out = []
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        z = model(xb)
-        true = z.gather(1, yb[:, None]).squeeze(1)
-        out.append(z.scatter(1, yb[:, None], float("-inf")).amax(1) - true)
-    return torch.cat(out)
+    return -torch.cat([per_example_margins(model(xb), yb)
+                       for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
 
 
 def _check_starts(starting_points: Any, x: torch.Tensor) -> torch.Tensor | None:

@@ -101,8 +101,9 @@ class Evaluator:
             ``{"autoattack": {"version": "custom", "attacks_to_run": ["apgd-ce"]}}``.
         warm_start: Start each checkpoint's minimal-norm attacks that support it (FMN L2)
             from the previous checkpoint's adversarial points (stored under
-            ``eval/adversarials/``). Off by default: results then depend on the earlier
-            checkpoints. ``python -m benchmarks --only eval`` measures what it saves.
+            ``eval/adversarials/``). Off by default, because with it a checkpoint's
+            results depend on the checkpoints before it. ``python -m benchmarks --only
+            warm`` measures what it saves.
     """
 
     def __init__(self, threats: Sequence[ThreatModel] | None = None,
@@ -426,12 +427,13 @@ class Evaluator:
             context = {"epoch": meta["epoch"], "step": meta["step"],
                        "train_wall_s": meta["wall_s"], "run": run_dir.name,
                        **{k: (meta.get("metrics") or {}).get(k) for k in CONTEXT_KEYS}}
+            # Read once per checkpoint: the file holds the starts of every split.
+            starts = (store.load_adversarials(previous)
+                      if self.warm_start and previous is not None else None)
             for split, pts in points.items():
                 if bar is not None:
                     bar.set_description(f"{name} {split}")
                 done = store.done()
-                starts = (store.load_adversarials(previous)
-                          if self.warm_start and previous is not None else None)
                 records, arrays = self.evaluate(model, pts.x, pts.y, split, name, context,
                                                 done, store.load_arrays(name), threats, step,
                                                 starts)
