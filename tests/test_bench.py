@@ -10,8 +10,9 @@ import sys
 from click.testing import CliRunner
 from conftest import kill_after_epochs
 
-from marginrobust.bench import PRESETS, default_out, preset_for, spec_from_preset
 from marginrobust.cli import main
+from marginrobust.pipeline import default_out, spec_from_preset
+from marginrobust.presets import PRESETS, preset_for
 from marginrobust.results import ResultsStore
 from marginrobust.train import read_metrics
 

@@ -1,0 +1,112 @@
+"""The bench pipeline: train → evaluate every checkpoint → update the leaderboard, in one call.
+
+Each stage resumes: a rerun of the same bench finishes a killed training from its resume
+file, skips every finished (checkpoint, split, method, norm, ε) of the evaluation, and
+rebuilds the leaderboard from what is on disk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .presets import Preset
+from .train.run import RunSpec, read_run, train_run
+from .train.trainer import TrainConfig
+
+
+def default_out(spec: RunSpec) -> Path:
+    """``runs/<dataset>-<model>-<schedule>-<bias>`` with path-safe characters."""
+    dataset = spec.dataset
+    if ":" in dataset:
+        kind, _, arg = dataset.partition(":")
+        stem = Path(arg).name.split(".")[0]
+        dataset = f"{kind}-{stem}"
+    name = f"{dataset}-{spec.model}-{spec.train.schedule}-{spec.model_kwargs.get('bias', 'na')}"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    """A run spec without the fields that may change between reruns of one bench."""
+    d = dict(d)
+    train = dict(d.pop("train"))
+    for key in ("epochs", "max_minutes", "device", "target_log10_loss"):
+        train.pop(key, None)
+    d["train"] = train
+    return d
+
+
+def train_stage(out: Path, spec: RunSpec, progress: bool = False) -> str:
+    """Train, resume, or skip a finished run; returns what was done."""
+    spec.train.validate()  # fills in the default rate, as the stored spec has it
+    stored = read_run(out)
+    if stored is None:
+        train_run(out, spec, progress=progress)
+        return "trained"
+    if _comparable(stored["run"]) != _comparable(spec.to_dict()):
+        raise UserError(f"{out} holds a different run; choose another --out or remove it")
+    want = {"epochs": spec.train.epochs, "max_minutes": spec.train.max_minutes,
+            "target_log10_loss": spec.train.target_log10_loss}
+    if stored.get("stopped") and stored["run"]["train"]["epochs"] >= spec.train.epochs:
+        return "already trained"
+    train_run(out, resume=True, overrides=want, progress=progress)
+    return "resumed"
+
+
+def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
+          leaderboard_dir: Path | None = None, splits: tuple[str, ...] = ("test", "train"),
+          progress: bool = False, log: Any = print, force: bool = False) -> dict[str, Any]:
+    """Train a run, evaluate all its checkpoints, and rebuild the leaderboard.
+
+    Args:
+        spec: What to train.
+        evaluator: A configured :class:`~marginrobust.Evaluator`.
+        out: The run directory (default :func:`default_out`).
+        leaderboard_dir: Where the leaderboard lives (None: no leaderboard update).
+        splits: Evaluation splits.
+        progress: Progress bars.
+        log: Where stage messages go.
+        force: Let the leaderboard write into a folder it did not write.
+
+    Returns:
+        ``{"out": run dir, "train": stage outcome, "records": eval records,
+        "leaderboard": written files or None}``.
+    """
+    out = Path(out) if out is not None else default_out(spec)
+    log(f"[bench] run directory {out}")
+    outcome = train_stage(out, spec, progress)
+    log(f"[bench] training: {outcome}")
+    from .evaluate.run import evaluate_run
+    from .report.publish import update_leaderboard
+
+    store = evaluate_run(evaluator, out, splits=splits, progress=progress)
+    log(f"[bench] evaluation: {len(store.records)} records in {store.path}")
+    files = None
+    if leaderboard_dir is not None:
+        files = update_leaderboard([out], leaderboard_dir, force=force)
+        log(f"[bench] leaderboard: {files['README.md']}")
+    return {"out": out, "train": outcome, "records": store.records, "leaderboard": files}
+
+
+def spec_from_preset(preset: Preset, dataset: str, overrides: dict[str, Any]) -> tuple[
+        RunSpec, Preset]:
+    """A :class:`RunSpec` from a preset with the options a user gave (None = keep preset)."""
+    given = {k: v for k, v in overrides.items() if v is not None and k in asdict(preset)}
+    p = replace(preset, **given)
+    kwargs = {} if p.model.startswith("timm/") else {"bias": p.bias, "width": p.width}
+    kwargs.update(overrides.get("model_kwargs") or {})
+    train = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, schedule=p.schedule,
+                        lr=overrides.get("lr"), max_minutes=overrides.get("max_minutes"),
+                        target_log10_loss=overrides.get("target_log10_loss"),
+                        explode_ratio=overrides.get("explode_ratio") or 500.0,
+                        seed=overrides.get("seed") or 0,
+                        device=overrides.get("device") or "auto")
+    seed = overrides.get("seed") or 0
+    spec = RunSpec(model=p.model, model_kwargs=kwargs, dataset=dataset,
+                   data_dir=overrides.get("data_dir"), train_subset=p.train_subset,
+                   test_subset=p.test_subset, data_seed=seed, init_seed=seed, train=train,
+                   checkpoint_decades=p.checkpoint_decades)
+    return spec, p
