@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .io import atomic_write
 from .registry import DATASETS, register_dataset
 
 __all__ = ["ArraySplits", "DataSpec", "Dataset", "balanced_subset", "default_data_dir",
@@ -355,14 +356,8 @@ def _fashion_mnist(arg: str | None, data_dir: Path) -> ArraySplits:
 
 
 def _gunzip(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with gzip.open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with gzip.open(src, "rb") as fin:
+        atomic_write(dst, lambda fout: shutil.copyfileobj(fin, fout))
 
 
 @register_dataset("cifar10")
@@ -578,14 +573,7 @@ def _write_cache(cache: Path, s: ArraySplits) -> None:
     except OSError as exc:  # a read-only data_dir only costs the next run a decode
         warnings.warn(f"cannot cache decoded images in {cache.parent}: {exc}", stacklevel=3)
         return
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}.", suffix=".npz")
-    try:
-        # Uncompressed: decoded pixels reload in well under a second this way.
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=s.x_train, y_train=s.y_train, x_test=s.x_test,
-                     y_test=s.y_test, classes=np.asarray(s.classes))
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from others
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Uncompressed: decoded pixels reload in well under a second this way.
+    atomic_write(cache, lambda f: np.savez(f, x_train=s.x_train, y_train=s.y_train,
+                                           x_test=s.x_test, y_test=s.y_test,
+                                           classes=np.asarray(s.classes)))
