@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .data import balanced_subset
-from .evaluate.evaluator import Evaluator
+from .evaluate.engine import Evaluator
+from .evaluate.points import select_indices
+from .evaluate.store import EvalRecord, records_frame
 from .margins import margin_stats
 from .models import homogeneity_order
-from .results import EvalRecord, records_frame
 from .train.callbacks import Callback
 
 
@@ -29,7 +28,9 @@ class MarginTracker(Callback):
         evaluator: Runs attacks and certificates at ``eval_epochs`` (None: margins only).
         eval_epochs: Epochs at which to evaluate robustness.
         n: Evaluation points per split (seeded, class-balanced, the same at every epoch).
-        seed: Seed of the point selection.
+        seed: Seed of the point selection: the points of
+            :func:`~marginrobust.evaluate.points.select_indices`, the same as an
+            :class:`Evaluator` with this seed picks from these splits.
     """
 
     def __init__(self, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -47,11 +48,10 @@ class MarginTracker(Callback):
         if x_test is not None and y_test is not None:
             splits["test"] = (x_test, y_test)
         self.points: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for i, (split, (x, y)) in enumerate(splits.items()):
-            labels = y.cpu().numpy()
-            k = min(n, len(labels))
-            idx = np.sort(balanced_subset(labels, k, int(labels.max()) + 1,
-                                          np.random.default_rng([seed, 7, i])))
+        self.indices: dict[str, list[int]] = {}
+        for split, (x, y) in splits.items():
+            idx = select_indices(y.cpu().numpy(), n, seed, split)
+            self.indices[split] = idx
             self.points[split] = (x[idx], y[idx])
 
     def update(self, model: nn.Module, epoch: int) -> dict[str, Any]:
@@ -74,9 +74,9 @@ class MarginTracker(Callback):
                        "product_margin": row["product_margin"],
                        "smoothed_margin": row["smoothed_margin"]}
             for split, (px, py) in self.points.items():
-                records, _ = self.evaluator.evaluate(model, px, py, split, f"epoch-{epoch}",
-                                                     context)
-                self.records.extend(records)
+                result = self.evaluator.evaluate(model, px, py, split, f"epoch-{epoch}",
+                                                 context)
+                self.records.extend(result.records)
         model.train(was_training)
         return row
 

@@ -1,9 +1,10 @@
-"""The Evaluator: records, consistency, AutoAttack parity, logit-scale invariance, resume,
-plugins, the tracker, and the eval command."""
+"""The evaluation engine and runner: records, consistency, AutoAttack parity, logit-scale
+invariance, resume, plugins, the tracker, and the eval command."""
 
 from __future__ import annotations
 
 import copy
+import json
 import textwrap
 
 import numpy as np
@@ -13,7 +14,6 @@ from click.testing import CliRunner
 from torch import nn
 
 from marginrobust import (
-    Evaluator,
     MarginTracker,
     RunSpec,
     ThreatModel,
@@ -25,6 +25,9 @@ from marginrobust import (
 from marginrobust.cli import main
 from marginrobust.errors import UserError
 from marginrobust.evaluate.attacks import PGD, LogitScaled, logit_scale
+from marginrobust.evaluate.engine import Evaluator
+from marginrobust.evaluate.run import evaluate_run
+from marginrobust.evaluate.store import EvalRecord, ResultsStore
 from marginrobust.registry import ATTACKS, DATASETS, MODELS
 
 CHEAP_AA = {"autoattack": {"version": "custom", "attacks_to_run": ["apgd-ce", "apgd-t"]}}
@@ -53,10 +56,10 @@ def test_records_cover_methods_splits_norms_without_flags(trained_mlp, digits):
     records = []
     for split, (x, y) in {"test": (digits.x_test, digits.y_test),
                           "train": (digits.x_train, digits.y_train)}.items():
-        recs, arrays = ev.evaluate(trained_mlp, x[:40], y[:40], split)
-        records += recs
-        assert arrays[f"{split}/fmn/L2/distances"].shape == (40,)
-        assert arrays[f"{split}/certify-lipschitz/L2/radius"].shape == (40,)
+        result = ev.evaluate(trained_mlp, x[:40], y[:40], split)
+        records += result.records
+        assert result.array("fmn", "distances", "L2").shape == (40,)
+        assert result.array("certify-lipschitz", "radius", "L2").shape == (40,)
     methods = {(r.split, r.method, r.norm) for r in records}
     for split in ("test", "train"):
         for norm in ("L2", "Linf"):
@@ -64,6 +67,14 @@ def test_records_cover_methods_splits_norms_without_flags(trained_mlp, digits):
                       "certified", "worst"):
                 assert (split, m, norm) in methods
     assert all(not r.flags for r in records), [r.flags for r in records if r.flags]
+    assert all(r.seed == 0 and r.skipped is None for r in records)
+    configs = {(r.method, r.norm): json.loads(r.config) for r in records}
+    assert configs[("autoattack", "L2")] == {"attacks_to_run": ["apgd-ce", "apgd-t"],
+                                             "version": "custom"}
+    assert configs[("fmn", "L2")]["warm_start"] is False and "warm_start" not in configs[
+        ("fmn", "Linf")]
+    assert configs[("certified", "L2")] == {}
+    assert set(configs[("worst", "L2")]["attacks"]) == {"autoattack", "pgd", "fmn"}
     by = {(r.split, r.method, r.norm, r.eps): r for r in records}
     for (split, method, norm, eps), r in by.items():
         worst = by[(split, "worst", norm, eps)].robust_acc
@@ -78,7 +89,7 @@ def test_autoattack_figure_equals_direct_pyautoattack(trained_mlp, digits):
     x, y = digits.x_test[:40], digits.y_test[:40]
     ev = cheap_evaluator(threats=[ThreatModel("Linf", (0.06,))], attacks=("autoattack",),
                          certify=False)
-    records, _ = ev.evaluate(trained_mlp, x, y, "test")
+    records = ev.evaluate(trained_mlp, x, y, "test").records
     ours = [r for r in records if r.method == "autoattack"][0].robust_acc
     scaled = LogitScaled(trained_mlp, logit_scale(trained_mlp, x)).eval()
     adversary = AutoAttack(scaled, norm="Linf", eps=0.06, version="custom",
@@ -102,8 +113,8 @@ class Times(nn.Module):
 def test_every_figure_is_invariant_to_logit_scale(trained_mlp, digits):
     x, y = digits.x_train[:40], digits.y_train[:40]
     ev = cheap_evaluator(certify=False)
-    a, _ = ev.evaluate(trained_mlp, x, y, "train")
-    b, _ = ev.evaluate(Times(trained_mlp, 1e5), x, y, "train")
+    a = ev.evaluate(trained_mlp, x, y, "train").records
+    b = ev.evaluate(Times(trained_mlp, 1e5), x, y, "train").records
     assert [(r.method, r.norm, r.eps, r.robust_acc) for r in a] == \
            [(r.method, r.norm, r.eps, r.robust_acc) for r in b]
     # The certificates too: for a homogeneous net, scaling θ leaves the radii unchanged.
@@ -112,11 +123,11 @@ def test_every_figure_is_invariant_to_logit_scale(trained_mlp, digits):
         for p in big.parameters():
             p.mul_(10.0)
     ev = cheap_evaluator(attacks=())
-    c, ac = ev.evaluate(trained_mlp, x, y, "train")
-    d, ad = ev.evaluate(big, x, y, "train")
-    np.testing.assert_allclose(ac["train/certify-lipschitz/L2/radius"],
-                               ad["train/certify-lipschitz/L2/radius"], rtol=1e-6)
-    assert [r.robust_acc for r in c] == [r.robust_acc for r in d]
+    c = ev.evaluate(trained_mlp, x, y, "train")
+    d = ev.evaluate(big, x, y, "train")
+    np.testing.assert_allclose(c.array("certify-lipschitz", "radius", "L2"),
+                               d.array("certify-lipschitz", "radius", "L2"), rtol=1e-6)
+    assert [r.robust_acc for r in c.records] == [r.robust_acc for r in d.records]
 
 
 class Counting(PGD):
@@ -131,7 +142,6 @@ class Counting(PGD):
 
 
 def test_evaluation_resumes_without_repeating_work(small_run):
-    from marginrobust.results import ResultsStore
     from marginrobust.train import list_checkpoints
 
     n_ckpt = len(list_checkpoints(small_run))
@@ -141,12 +151,12 @@ def test_evaluation_resumes_without_repeating_work(small_run):
     Counting.calls, Counting.fail_after = 0, 3
     ev = Evaluator(threats=threats, attacks=[Counting()], n=20, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        ev.evaluate_run(small_run, splits=["test", "train"])
+        evaluate_run(ev, small_run, splits=["test", "train"])
     stored = ResultsStore(small_run).records
     first = {r.key: r.seconds for r in stored}
     assert len({(r.checkpoint, r.split) for r in stored}) == 3
     Counting.calls, Counting.fail_after = 0, None
-    store = ev.evaluate_run(small_run, splits=["test", "train"])
+    store = evaluate_run(ev, small_run, splits=["test", "train"])
     assert Counting.calls == 2 * n_ckpt - 3
     for r in store.records:
         if r.key in first:
@@ -154,7 +164,7 @@ def test_evaluation_resumes_without_repeating_work(small_run):
     pgd = [r for r in store.records if r.method == "pgd"]
     assert len(pgd) == 2 * n_ckpt
     Counting.calls = 0
-    ev.evaluate_run(small_run, splits=["test", "train"])
+    evaluate_run(ev, small_run, splits=["test", "train"])
     assert Counting.calls == 0
     assert {r.epoch for r in pgd} == {r.epoch for r in store.records}
     assert all(r.normalized_margin is not None for r in pgd)
@@ -266,8 +276,6 @@ def test_evaluator_bad_input():
 
 
 def test_results_store_appends_and_survives_a_torn_last_line(tmp_path):
-    from marginrobust.results import EvalRecord, ResultsStore
-
     store = ResultsStore(tmp_path)
     a = EvalRecord("c1", "test", "pgd", "L2", 0.5, 10, 1.0, 0.5)
     b = EvalRecord("c2", "test", "pgd", "L2", 0.5, 10, 1.0, 0.4, median_distance=float("inf"))
@@ -290,13 +298,13 @@ def test_ibp_reuse_across_budgets_and_norms_matches_direct_calls(trained_mlp, di
     grid = (0.001, 0.003, 0.01, 0.03)
     ev = Evaluator(threats=[ThreatModel("L2", grid), ThreatModel("Linf", grid)], attacks=(),
                    n=60, device="cpu")
-    _, arrays = ev.evaluate(trained_mlp, x, y, "train")
-    clean = arrays["train/clean_correct"]
+    result = ev.evaluate(trained_mlp, x, y, "train")
+    clean = result.array("clean", "correct")
     counts = []
     for norm in ("L2", "Linf"):
         for eps in grid:
             direct = ibp_certified(trained_mlp, x, y, eps, norm) & clean
-            np.testing.assert_array_equal(arrays[f"train/certify-ibp/{norm}/{eps}/certified"],
+            np.testing.assert_array_equal(result.array("certify-ibp", "certified", norm, eps),
                                           direct)
             counts.append(int(direct.sum()))
     assert counts[0] > counts[3] >= 0 and counts[0] > 0     # the skip was really exercised
@@ -309,10 +317,18 @@ def _fresh_copy(run, dest):
     return dest
 
 
+def _kinds(arrays):
+    return {(k.split, k.method, k.norm, k.kind) for k in arrays}
+
+
+def _one(arrays, method, norm, kind):
+    [value] = [v for k, v in arrays.items() if (k.method, k.norm, k.kind) == (method, norm, kind)]
+    return value
+
+
 def test_warm_start_chains_checkpoints_and_resumes_with_the_same_numbers(small_run, tmp_path):
-    from marginrobust.bench import publish
     from marginrobust.evaluate.attacks import FMN
-    from marginrobust.results import ResultsStore
+    from marginrobust.evaluate.points import select_points
     from marginrobust.train import list_checkpoints, load_checkpoint
 
     threats = [ThreatModel("L2", (0.5,)), ThreatModel("Linf", (0.05,))]
@@ -322,37 +338,33 @@ def test_warm_start_chains_checkpoints_and_resumes_with_the_same_numbers(small_r
                          warm_start=True)
 
     full = _fresh_copy(small_run, tmp_path / "full")
-    store = ev().evaluate_run(full, splits=["test"])
+    store = evaluate_run(ev(), full, splits=["test"])
     files = list_checkpoints(full)
     assert len(files) >= 3
     for f in files:
         adv = store.load_adversarials(f.stem)
-        assert set(adv) == {"test/fmn/L2/adversarial"}      # FMN warm-starts L2 only
-        assert "test/fmn/L2/adversarial" not in store.load_arrays(f.stem)
+        assert _kinds(adv) == {("test", "fmn", "L2", "adversarial")}   # FMN warm-starts L2 only
+        assert not any(k.kind == "adversarial" for k in store.load_arrays(f.stem))
     # The last checkpoint's figures are FMN started from the one before's points.
     model, _ = load_checkpoint(files[-1])
-    from marginrobust.evaluate.evaluator import select_points
-
     pts = select_points(load_dataset("digits", None, 200, 100, 0), 20, 0, ["test"],
-                        store.load_points())["test"]
-    starts = store.load_adversarials(files[-2].stem)["test/fmn/L2/adversarial"]
+                        store.load_points(20, 0))["test"]
+    starts = _one(store.load_adversarials(files[-2].stem), "fmn", "L2", "adversarial")
     direct = FMN()(model, pts.x, pts.y, threats[0], seed=0, starting_points=starts)
     assert direct.warm_started > 0
-    np.testing.assert_array_equal(store.load_arrays(files[-1].stem)["test/fmn/L2/distances"],
-                                  direct.distances)
+    np.testing.assert_array_equal(
+        _one(store.load_arrays(files[-1].stem), "fmn", "L2", "distances"), direct.distances)
+    assert all(json.loads(r.config)["warm_start"] for r in store.records
+               if r.norm == "L2" and r.method == "fmn")
     # Stopped before the last checkpoint and rerun: the same records as one pass.
     resumed = _fresh_copy(small_run, tmp_path / "resumed")
-    ev().evaluate_run(resumed, splits=["test"], checkpoints=files[:-1])
-    again = ev().evaluate_run(resumed, splits=["test"])
+    evaluate_run(ev(), resumed, splits=["test"], checkpoints=files[:-1])
+    again = evaluate_run(ev(), resumed, splits=["test"])
 
     def figures(s):
         return sorted((r.key, r.robust_acc, r.median_distance) for r in s.records)
 
     assert figures(again) == figures(ResultsStore(full))
-    # Published results leave the adversarial points behind.
-    dest = publish(full, tmp_path / "board")
-    assert (full / "eval" / "adversarials").is_dir()
-    assert not (dest / "eval" / "adversarials").exists()
 
 
 def test_eval_cli_warm_start(small_run, tmp_path):

@@ -1,0 +1,280 @@
+"""The evaluation engine: attacks and certificates on tensors, returning typed results.
+
+For each (split, norm, ε) it gives clean accuracy, the robust accuracy of every attack,
+certified accuracy, and the per-point worst case over the attacks; minimal-norm attacks
+and certificates also give per-point distances and radii. Consistency between the
+figures is checked and violations are recorded as flags, never hidden (see
+:mod:`.consistency`). A model that cannot be certified still gets every attack figure;
+its certificate records say why they were skipped.
+
+The engine touches no file: running a whole run directory, with resume and progress, is
+:func:`marginrobust.evaluate.run.evaluate_run`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..io import resolve_device
+from ..registry import ATTACKS
+from . import autoattack as _autoattack  # noqa: F401  (registers the attack)
+from .attacks import Attack
+from .certificates import CERTIFICATES, Certifier, NotCertifiable
+from .configs import attack_config, is_minimal_norm, worst_config
+from .consistency import certified_mask, consistency_flags
+from .points import select_points
+from .store import NO_OPTIONS, EvalRecord, RecordKey, records_frame
+from .threats import ThreatModel, default_threats, normalize_norm
+from .unit import Evaluation, PriorResults, Unit
+
+if TYPE_CHECKING:
+    from ..data import Dataset
+
+DEFAULT_ATTACKS = ("autoattack", "pgd", "fmn")
+
+
+
+class Evaluator:
+    """Runs attacks and certificates on classifiers with inputs in [0, 1].
+
+    Args:
+        threats: Threat models (norm + ε grid); a norm in ``norms`` without one here
+            uses the dataset's default grid.
+        norms: The norms to evaluate (default: those of ``threats``, else L2 and Linf).
+        attacks: Registered attack names (``autoattack``, ``pgd``, ``fmn``, ``ddn``,
+            ``deepfool``, ``cw``, plugins) or :class:`Attack` instances.
+        certify: Also compute Lipschitz-margin radii and IBP certificates (a model that
+            cannot be certified gets skipped certificate records saying why).
+        n: Points per split.
+        seed: Seed of the point selection and of every attack.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        attack_options: Per attack name, keyword options for its factory, e.g.
+            ``{"autoattack": {"version": "custom", "attacks_to_run": ["apgd-ce"]}}``.
+        warm_start: Start each checkpoint's minimal-norm attacks that support it (FMN L2)
+            from the previous checkpoint's adversarial points (stored under
+            ``eval/adversarials/``). Off by default, because with it a checkpoint's
+            results depend on the checkpoints before it. ``python -m benchmarks --only
+            warm`` measures what it saves.
+    """
+
+    def __init__(self, threats: Sequence[ThreatModel] | None = None,
+                 norms: Sequence[str] | None = None,
+                 attacks: Sequence[str | Attack] = DEFAULT_ATTACKS, certify: bool = True,
+                 n: int = 500, seed: int = 0, device: str = "auto",
+                 attack_options: dict[str, dict[str, Any]] | None = None,
+                 warm_start: bool = False) -> None:
+        if n < 1:
+            raise UserError(f"the number of points must be positive, not {n}")
+        self.threats = list(threats or [])
+        if norms is None:
+            norms = [t.norm for t in self.threats] or ["L2", "Linf"]
+        self.norms = [normalize_norm(v) for v in norms]
+        for t in self.threats:
+            if t.norm not in self.norms:
+                self.norms.append(t.norm)
+        options = attack_options or {}
+        unknown = sorted(set(options) - set(ATTACKS.names()))
+        if unknown:
+            raise UserError(f"options given for unknown attacks: {', '.join(unknown)}")
+        self.attacks: list[Attack] = [
+            a if isinstance(a, Attack) else ATTACKS.get(a)(**options.get(a, {}))
+            for a in attacks]
+        self.certify = certify
+        self.n = n
+        self.seed = seed
+        self.warm_start = warm_start
+        self.device = resolve_device(device)
+        self._certifier = Certifier()
+
+    def threats_for(self, dataset: str | None) -> list[ThreatModel]:
+        """The threat models used on ``dataset``: given ones, else its default grids."""
+        given = {t.norm: t for t in self.threats}
+        if all(norm in given for norm in self.norms):
+            return [given[norm] for norm in self.norms]
+        if dataset is None:
+            raise UserError("give the epsilons of every norm (no dataset to take defaults from)")
+        defaults = {t.norm: t for t in default_threats(dataset.split(":")[0])}
+        return [given.get(norm) or defaults[norm] for norm in self.norms]
+
+    def attacks_for(self, norm: str) -> list[Attack]:
+        """The attacks that run under ``norm``."""
+        return [a for a in self.attacks if norm in a.norms]
+
+    def config_of(self, attack: Attack, norm: str) -> str:
+        """The ``config`` of ``attack``'s records under ``norm`` (canonical JSON)."""
+        return attack_config(attack, norm, self.warm_start)
+
+    def worst_config_of(self, norm: str) -> str:
+        """The ``config`` of the ``worst`` records under ``norm``."""
+        return worst_config(self.attacks_for(norm), norm, self.warm_start)
+
+    # ------------------------------------------------------------------ one model, one split
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str = "test",
+                 checkpoint: str = "model", context: dict[str, Any] | None = None,
+                 threats: Sequence[ThreatModel] | None = None) -> Evaluation:
+        """Evaluate one model on fixed points.
+
+        Args:
+            model: Classifier returning logits.
+            x, y: The evaluation points (inputs in [0, 1]) and labels.
+            split: Label of the points (``test`` or ``train``).
+            checkpoint: Label of the model in the records.
+            context: Extra record fields (epoch, step, margins...: ``CONTEXT_FIELDS``).
+            threats: Override the evaluator's threat models.
+        """
+        return self._evaluate(model, x, y, split, checkpoint, context, threats)
+
+    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str,
+                  checkpoint: str, context: dict[str, Any] | None,
+                  threats: Sequence[ThreatModel] | None, prior: PriorResults | None = None,
+                  on_step: Callable[[str], None] | None = None) -> Evaluation:
+        """:meth:`evaluate`, skipping ``prior.done`` figures and reusing ``prior`` arrays;
+        ``on_step`` is called once per unit of :meth:`_pending_attacks`."""
+        threats = list(threats or self.threats_for(None))
+        model = model.to(self.device).eval()
+        x, y = x.to(self.device), y.to(self.device)
+        unit = Unit(self.seed, split, checkpoint, len(x), context or {},
+                    prior or PriorResults())
+        clean = self._clean(unit, model, x, y)
+        radii = (self._certifier.certificates(unit, model, x, y, threats, clean)
+                 if self.certify else None)
+        for threat in threats:
+            for attack, todo in self._pending(unit, threat):
+                self._attack(unit, attack, model, x, y, todo)
+                if on_step:
+                    on_step(f"{split} {attack.name} {threat.norm}")
+            for eps in threat.epsilons:
+                self._worst_and_flags(unit, threat.norm, eps, clean, radii)
+        return Evaluation(split, checkpoint, unit.records, unit.arrays, unit.adversarials)
+
+    def _pending(self, unit: Unit, threat: ThreatModel) -> list[tuple[Attack, ThreatModel]]:
+        out = []
+        for attack in self.attacks_for(threat.norm):
+            config = self.config_of(attack, threat.norm)
+            todo = [e for e in threat.epsilons
+                    if not unit.done(attack.name, threat.norm, e, config)]
+            if todo:
+                out.append((attack, ThreatModel(threat.norm, tuple(todo))))
+        return out
+
+    def _pending_attacks(self, checkpoint: str, split: str, n: int,
+                         threats: Sequence[ThreatModel], done: frozenset[RecordKey],
+                         ) -> list[tuple[Attack, ThreatModel]]:
+        """The attack runs an evaluation of these points will make (one progress step
+        each), given the ``done`` figures."""
+        unit = Unit(self.seed, split, checkpoint, n, {}, PriorResults(done=done))
+        return [p for t in threats for p in self._pending(unit, t)]
+
+    def _expected_keys(self, checkpoint: str, split: str, n: int,
+                       threats: Sequence[ThreatModel]) -> set[RecordKey]:
+        """The keys of every figure an evaluation of these points gives."""
+        unit = Unit(self.seed, split, checkpoint, n, {}, PriorResults())
+        keys = set()
+        for t in threats:
+            attacks = self.attacks_for(t.norm)
+            for eps in t.epsilons:
+                keys |= {unit.rkey(a.name, t.norm, eps, self.config_of(a, t.norm))
+                         for a in attacks}
+                if attacks:
+                    keys.add(unit.rkey("worst", t.norm, eps, self.worst_config_of(t.norm)))
+                if self.certify:
+                    keys |= {unit.rkey(m, t.norm, eps, NO_OPTIONS) for m in CERTIFICATES}
+        return keys
+
+    @staticmethod
+    def _clean(unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        key = unit.akey("clean", None, None, "correct")
+        clean = unit.get(key)
+        if clean is None:
+            with torch.no_grad():
+                logits = torch.cat([model(x[i:i + 512]) for i in range(0, len(x), 512)])
+            clean = unit.arrays[key] = (logits.argmax(1) == y).cpu().numpy()
+        return clean
+
+    # ------------------------------------------------------------------ attacks
+    def _attack(self, unit: Unit, attack: Attack, model: nn.Module, x: torch.Tensor,
+                y: torch.Tensor, threat: ThreatModel) -> None:
+        norm = threat.norm
+        config = self.config_of(attack, norm)
+        dist_key = unit.akey(attack.name, norm, None, "distances", config)
+        seconds_key = unit.akey(attack.name, norm, None, "seconds", config)
+        stored = unit.get(dist_key)
+        if is_minimal_norm(attack) and stored is not None:
+            # One minimal-norm run answers every ε: reuse it rather than attack again.
+            clean = unit.get(unit.akey("clean", None, None, "correct"))
+            seconds = float(unit.get(seconds_key))
+            for eps in threat.epsilons:
+                unit.record(attack.name, norm, eps, config, clean, stored > eps, seconds,
+                            stored)
+            return
+        adv_key = unit.akey(attack.name, norm, None, "adversarial", config)
+        warm = self.warm_start and norm in attack.warm_start_norms
+        result = attack(model, x, y, threat, seed=self.seed,
+                        starting_points=unit.prior.starts.get(adv_key) if warm else None)
+        if result.distances is not None:
+            unit.arrays[dist_key] = result.distances
+            unit.arrays[seconds_key] = np.array(result.seconds)
+            if warm and result.adversarials is not None:
+                unit.adversarials[adv_key] = result.adversarials
+        for i, eps in enumerate(threat.epsilons):
+            unit.arrays[unit.akey(attack.name, norm, eps, "robust", config)] = result.robust[i]
+            unit.record(attack.name, norm, eps, config, result.clean_correct, result.robust[i],
+                        result.seconds / len(threat.epsilons), result.distances)
+
+    def _worst_and_flags(self, unit: Unit, norm: str, eps: float, clean: np.ndarray,
+                         radii: dict[str, np.ndarray] | None) -> None:
+        robust, distances = {}, {}
+        for a in self.attacks_for(norm):
+            config = self.config_of(a, norm)
+            dist = unit.get(unit.akey(a.name, norm, None, "distances", config))
+            r = dist > eps if dist is not None else unit.get(
+                unit.akey(a.name, norm, eps, "robust", config))
+            if r is not None:
+                robust[a.name] = r
+            if dist is not None:
+                distances[a.name] = dist
+        config = self.worst_config_of(norm)
+        if robust and not unit.done("worst", norm, eps, config):
+            unit.record("worst", norm, eps, config, clean,
+                        np.logical_and.reduce([clean, *robust.values()]), 0.0)
+        ibp = unit.get(unit.akey("certify-ibp", norm, eps, "certified"))
+        certified = (certified_mask(radii[norm], eps, clean, ibp)
+                     if radii is not None and ibp is not None else None)
+        flags = consistency_flags(eps, clean, robust, certified, distances,
+                                  radii[norm] if certified is not None else None)
+        if flags:
+            for r in unit.records:
+                if r.norm == norm and r.eps == float(eps):
+                    r.flags = sorted(set(r.flags) | set(flags))
+            warnings.warn(f"consistency violation ({unit.split}, {norm}, eps={eps:g}): "
+                          + "; ".join(flags), stacklevel=4)
+
+    # ------------------------------------------------------------------ a model on a dataset
+    def evaluate_data(self, model: nn.Module, data: Dataset | str,
+                      splits: Sequence[str] = ("test",)) -> Any:
+        """Evaluate ``model`` on fixed points of a dataset (a :class:`Dataset` or a name),
+        chosen by :func:`~.points.select_points` from (``n``, ``seed``).
+
+        Returns:
+            A pandas DataFrame, one row per (split, method, norm, ε).
+        """
+        if isinstance(data, str):
+            from ..data import load_dataset
+
+            data = load_dataset(data)
+        threats = self.threats_for(data.spec.name)
+        records: list[EvalRecord] = []
+        for split, pts in select_points(data, self.n, self.seed, splits).items():
+            records.extend(self.evaluate(model, pts.x, pts.y, split, threats=threats).records)
+        return records_frame(records)
+
+
+__all__ = ["CERTIFICATES", "DEFAULT_ATTACKS", "Evaluation", "Evaluator",
+           "NotCertifiable", "PriorResults"]
