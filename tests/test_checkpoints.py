@@ -123,3 +123,43 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     csv_lines = (killed / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == int(epochs) + 2
     assert json.loads((killed / "run.json").read_text())["run"]["model"] == "cnn"
+
+
+TORCH_WORDS = ("PyTorch", "torch.load", "Pytorch", "miniz", "WeightsUnpickler", "allowlist",
+               "safe_globals", "central directory")
+
+
+def _refusal(path) -> str:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError) as info:
+            read_checkpoint(path)
+    assert not caught, [str(w.message) for w in caught]
+    text = str(info.value)
+    assert "\n" not in text and not [w for w in TORCH_WORDS if w in text], text
+    return text
+
+
+def test_refusals_say_what_is_wrong_in_our_words(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"format": FORMAT, "x": torch.ones(1000)}, good)
+    data = good.read_bytes()
+    cases = {"truncated.pt": data[: len(data) // 2], "empty.pt": b"",
+             "text.pt": b"not a checkpoint\n"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        text = _refusal(tmp_path / name)
+        assert text == (f"{tmp_path / name} is not a marginrobust checkpoint: it is truncated "
+                        "or not a torch file")
+    import pickle
+
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    assert "truncated or not a torch file" in _refusal(tmp_path / "pickle.pt")
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": Evil()}, evil)
+    text = _refusal(evil)
+    assert text.startswith(f"{evil} carries Python objects or code (")
+    assert text.endswith("which weights_only loading refuses; only checkpoints written by "
+                         "marginrobust load")
