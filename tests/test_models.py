@@ -95,3 +95,48 @@ def test_unknown_model_and_bad_options_are_user_errors():
         create_model("cnn", width=-1)
     with pytest.raises(UserError, match="timm has no"):
         create_model("timm/not-a-model")
+
+
+@pytest.mark.parametrize("name,options,words", [
+    ("cnn", {"widht": 0.25}, ["'widht'", "did you mean 'width'", "bias, width"]),
+    ("mlp", {"depth": 3}, ["'depth'", "widths, bias, width"]),
+    ("vgg16", {"bias": "none", "dropout": 0.5}, ["'dropout'", "bias, width"]),
+])
+def test_unknown_options_are_refused_in_one_sentence(name, options, words):
+    with pytest.raises(UserError, match=f"model '{name}' has no option") as info:
+        create_model(name, **options)
+    text = str(info.value)
+    assert "\n" not in text and all(w in text for w in words), text
+
+
+@pytest.mark.parametrize("name,options,word", [
+    ("mlp", {"widths": "oops"}, "widths must be a list of positive integers"),
+    ("mlp", {"widths": 128}, "widths must be a list of positive integers"),
+    ("mlp", {"widths": [64, -1]}, "widths must be a list of positive integers"),
+    ("cnn", {"width": "half"}, "width must be a positive number"),
+    ("cnn", {"width": float("nan")}, "width must be a positive number"),
+    ("vgg16", {"width": float("inf")}, "width must be a positive number"),
+    ("mlp", {"widths": [], "width": 0}, "width must be a positive number"),
+])
+def test_bad_option_values_are_user_errors(name, options, word):
+    with pytest.raises(UserError, match=word) as info:
+        create_model(name, **options)
+    assert "\n" not in str(info.value)
+
+
+def test_timm_entry_points_reject_unknown_options_too():
+    with pytest.raises(UserError, match="has no option 'drop_rate'"):
+        timm.create_model("marginrobust_mlp", drop_rate=0.1)
+    with pytest.raises(UserError, match="cannot build timm model 'resnet10t'"):
+        create_model("timm/resnet10t", widht=2)
+
+
+def test_star_import_of_models_works():
+    import marginrobust.models as models
+
+    namespace: dict = {}
+    exec("from marginrobust.models import *", namespace)
+    assert {"create_model", "check_homogeneity", "list_models"} <= set(namespace)
+    assert all(hasattr(models, name) for name in models.__all__)
+    assert not any(name.startswith("marginrobust_") for name in models.__all__)
+    assert timm.is_model("marginrobust_cnn")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,11 +28,30 @@ def layer_bias(bias: str, index: int) -> bool:
     return bias == "all" or (bias == "first" and index == 0)
 
 
+def check_width(width: Any) -> float:
+    """Validate a width multiplier: a positive finite number."""
+    if not (_is_real(width) and math.isfinite(width) and width > 0):
+        raise UserError(f"width must be a positive number, not {width!r}")
+    return float(width)
+
+
+def check_widths(widths: Any) -> tuple[int, ...]:
+    """Validate hidden widths: a list of positive integers (``widths=[128,128]``)."""
+    ok = isinstance(widths, (list, tuple)) and all(
+        isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in widths)
+    if not ok:
+        raise UserError(f"widths must be a list of positive integers such as [128,128], "
+                        f"not {widths!r}")
+    return tuple(int(w) for w in widths)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def scaled(channels: int, width: float) -> int:
     """Channel count after the width multiplier (at least one channel)."""
-    if width <= 0:
-        raise UserError(f"width must be positive, not {width}")
-    return max(1, int(round(channels * width)))
+    return max(1, int(round(channels * check_width(width))))
 
 
 def image_hw(img_size: int | Sequence[int]) -> tuple[int, int]:

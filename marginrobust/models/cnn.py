@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..registry import register_model
-from ._layers import check_bias, he_normal_, image_hw, layer_bias, scaled
+from ._layers import check_bias, check_width, he_normal_, image_hw, layer_bias, scaled
 
 
 class PaperCNN(nn.Sequential):
@@ -27,6 +27,7 @@ class PaperCNN(nn.Sequential):
     def __init__(self, in_chans: int = 1, img_size: int | Sequence[int] = 28,
                  num_classes: int = 10, bias: str = "none", width: float = 1.0) -> None:
         check_bias(bias)
+        width = check_width(width)
         h, w = image_hw(img_size)
         c1, c2, hidden = scaled(32, width), scaled(64, width), scaled(1024, width)
         # SAME padding keeps the size; each 2x2 max-pool floors it.
@@ -45,6 +46,6 @@ class PaperCNN(nn.Sequential):
 
 @register_model()
 def cnn(num_classes: int = 10, in_chans: int = 1, img_size: int | Sequence[int] = 28,
-        bias: str = "none", width: float = 1.0, **_: object) -> PaperCNN:
+        bias: str = "none", width: float = 1.0) -> PaperCNN:
     """The paper's MNIST CNN (conv32-pool-conv64-pool-fc1024-fc)."""
     return PaperCNN(in_chans, img_size, num_classes, bias, width)

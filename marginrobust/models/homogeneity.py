@@ -1,4 +1,4 @@
-"""Numerical homogeneity check (PAPER.md section 6).
+"""Numerical homogeneity check (docs/science.md, margins: the homogeneity order L).
 
 f is homogeneous of order L when f(cθ; x) = c^L f(θ; x). We never assume it: for
 c in (0.5, 2, 3) we measure L_c = log(‖f(cθ)‖/‖f(θ)‖) / log c in float64 and accept

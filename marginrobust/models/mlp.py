@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..registry import register_model
-from ._layers import check_bias, he_normal_, image_hw, layer_bias, scaled
+from ._layers import check_bias, check_width, check_widths, he_normal_, image_hw, layer_bias, scaled
 
 DEFAULT_WIDTHS = (512, 512)
 
@@ -26,6 +26,7 @@ class MLP(nn.Sequential):
     def __init__(self, in_features: int, num_classes: int, widths: Sequence[int] = DEFAULT_WIDTHS,
                  bias: str = "none", width: float = 1.0) -> None:
         check_bias(bias)
+        width = check_width(width)
         layers: list[nn.Module] = [nn.Flatten()]
         fan_in = in_features
         for i, w in enumerate(widths):
@@ -39,9 +40,9 @@ class MLP(nn.Sequential):
 
 @register_model()
 def mlp(num_classes: int = 10, in_chans: int = 1, img_size: int | Sequence[int] = 28,
-        widths: Sequence[int] = DEFAULT_WIDTHS, bias: str = "none", width: float = 1.0,
-        **_: object) -> MLP:
+        widths: Sequence[int] = DEFAULT_WIDTHS, bias: str = "none",
+        width: float = 1.0) -> MLP:
     """ReLU MLP, hidden widths ``widths`` (default 512, 512)."""
     h, w = image_hw(img_size)
-    return MLP(in_chans * h * w, num_classes, tuple(int(v) for v in widths), bias, width)
+    return MLP(in_chans * h * w, num_classes, check_widths(widths), bias, width)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..registry import register_model
-from ._layers import check_bias, he_normal_, image_hw, layer_bias, scaled
+from ._layers import check_bias, check_width, he_normal_, image_hw, layer_bias, scaled
 
 # Channels per 3x3 SAME conv; "M" is a 2x2 max-pool.
 VGG16_CFG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -33,6 +33,7 @@ class VGG(nn.Sequential):
                  img_size: int | Sequence[int] = 32, num_classes: int = 10,
                  bias: str = "none", width: float = 1.0) -> None:
         check_bias(bias)
+        width = check_width(width)
         h, w = image_hw(img_size)
         layers: list[nn.Module] = []
         c, i = in_chans, 0
@@ -52,6 +53,6 @@ class VGG(nn.Sequential):
 
 @register_model()
 def vgg16(num_classes: int = 10, in_chans: int = 3, img_size: int | Sequence[int] = 32,
-          bias: str = "none", width: float = 1.0, **_: object) -> VGG:
+          bias: str = "none", width: float = 1.0) -> VGG:
     """The paper's bias-free CIFAR-10 VGG-16 (13 convs + 1 linear, no BN, no dropout)."""
     return VGG(VGG16_CFG, in_chans, img_size, num_classes, bias, width)
