@@ -1,4 +1,6 @@
-"""Margin statistics of a classifier, in float64 and in the log domain (PAPER.md section 2).
+"""Margin statistics of a classifier, in float64 and in the log domain.
+
+The formulas are those of docs/science.md (margins; smoothed margin in the log domain).
 
 Pure functions: logits and parameters in, numbers out; no I/O, no training.
 
@@ -93,7 +95,9 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
 
     Returns:
         A dict with ``log10_loss`` (summed), ``log10_mean_loss``, ``accuracy``, ``q_min``,
-        ``q_max``, ``rho``, ``layer_norms``, ``homogeneity_order``, ``normalized_margin``
+        ``q_max``, ``rho``, ``layer_norms``, ``homogeneity_order``, ``homogeneous``
+        (whether that order was measured), ``margin_order`` (the L the margins divide
+        by: the measured order, or the nominal len(norms)), ``normalized_margin``
         (q_min/ρ^L), ``product_margin`` (q_min/∏‖W_i‖_F), ``smoothed_margin``
         (−log(expm1 𝓛)/ρ^L) and ``near_support`` (#{n: q_n < q_min + k·ln 10}, k = 1..7).
     """
@@ -115,6 +119,8 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
         "rho": rho,
         "layer_norms": [float(v) for v in norms],
         "homogeneity_order": order,
+        "homogeneous": order is not None,
+        "margin_order": order_used,
         "normalized_margin": q_min * math.exp(-log_rho_l),
         "product_margin": q_min * math.exp(-log_prod),
         "smoothed_margin": neg_log_expm1(log_loss) * math.exp(-log_rho_l),

@@ -1,4 +1,4 @@
-"""Margin formulas (PAPER.md section 2) against an independent mpmath computation."""
+"""Margin formulas (docs/science.md: margins, smoothed margin in the log domain) against mpmath."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ mpmath.mp.dps = 60
 
 def mp_reference(logits: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor],
                  layers: list[torch.Tensor], order: int) -> dict:
-    """The PAPER.md formulas evaluated with 60-digit arithmetic from float64 logits."""
+    """The docs/science.md formulas evaluated with 60-digit arithmetic from float64 logits."""
     z = [[mpmath.mpf(float(v)) for v in row] for row in logits.double()]
     total = mpmath.mpf(0)
     qs = []

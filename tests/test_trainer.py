@@ -1,4 +1,4 @@
-"""The training procedure of PAPER.md section 3: schedule, rollback, the frame trick."""
+"""The training procedure of docs/science.md (the loss-based rate, the frame trick): rollback."""
 
 from __future__ import annotations
 
@@ -195,3 +195,143 @@ def test_capped_schedule_resumes_exactly_after_its_cap_is_set(digits):
     assert second.grad_evals == through.grad_evals > second.step
     for k, v in through.model.state_dict().items():
         assert torch.equal(v, second.model.state_dict()[k])
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("explode_ratio", -5.0, "--explode-ratio must be > 1, not -5"),
+    ("explode_ratio", math.nan, "--explode-ratio must be > 1, not nan"),
+    ("explode_ratio", math.inf, "--explode-ratio must be > 1, not inf"),
+    ("lr", math.nan, "--lr must be a positive number, not nan"),
+    ("lr", math.inf, "--lr must be a positive number, not inf"),
+    ("lr", 0.0, "--lr must be a positive number, not 0"),
+    ("max_minutes", math.nan, "--max-minutes must be a positive number of minutes"),
+    ("max_minutes", math.inf, "--max-minutes must be a positive number of minutes"),
+    ("target_log10_loss", math.nan, "--target-log10-loss must be a number, not nan"),
+    ("epochs", -1, "--epochs must be a whole number, 0 or more, not -1"),
+    ("epochs", 2.5, "--epochs must be a whole number, 0 or more, not 2.5"),
+    ("batch_size", -3, "--batch-size must be a whole number, 0 (full batch) or more, not -3"),
+    ("schedule", "cosine", "--schedule must be one of loss-based, loss-based-capped, constant"),
+    ("lr_up", 0.5, "lr_up must be >= 1, not 0.5"),
+    ("lr_down", 1.0, "lr_down must be > 1, not 1"),
+    ("alpha_min", math.nan, "alpha_min must be 0 or more, not nan"),
+])
+def test_validate_names_only_the_offending_value(field, value, message):
+    with pytest.raises(UserError) as info:
+        TrainConfig(device="cpu", **{field: value}).validate()
+    text = str(info.value)
+    assert text.startswith(message), text
+    # One sentence about one value: no other option is named.
+    assert "\n" not in text and text.count(" must ") == 1
+
+
+def test_validate_accepts_the_meaningful_extremes():
+    for cfg in (TrainConfig(target_log10_loss=-math.inf), TrainConfig(alpha_min=0.0),
+                TrainConfig(epochs=0, batch_size=0, max_minutes=1e-3)):
+        assert cfg.validate().lr == 0.1
+
+
+class Counter(Callback):
+    """Counts accepted epochs in steps of ``step``; the count must survive a resume."""
+
+    def __init__(self, step, key=None):
+        self.step, self.count = step, 0
+        if key is not None:
+            self.state_key = key
+
+    def on_epoch_end(self, trainer, record):
+        self.count += self.step
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state.get("count", 0)
+
+
+def _small_trainer(digits, epochs, callbacks=(), **model_opts):
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(16,), **model_opts)
+    cfg = TrainConfig(epochs=epochs, batch_size=100, device="cpu")
+    return Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test, cfg,
+                   list(callbacks))
+
+
+def test_two_callbacks_of_one_class_keep_their_own_state_across_a_resume(digits):
+    first = _small_trainer(digits, 3, [Counter(1), Counter(10)])
+    first.fit()
+    state = copy.deepcopy(first.state_dict())
+    assert set(state["callbacks"]) == {"Counter", "Counter#2"}
+    a, b = Counter(1), Counter(10)
+    second = _small_trainer(digits, 5, [a, b])
+    second.load_state_dict(state)
+    second.fit()
+    # Epochs 0..5 were seen once each, across the two processes.
+    assert (a.count, b.count) == (6, 60)
+
+
+def test_explicit_state_keys_are_used_and_may_not_collide(digits):
+    t = _small_trainer(digits, 1, [Counter(1, key="fast"), Counter(10, key="slow")])
+    t.fit()
+    assert t.state_dict()["callbacks"] == {"fast": {"count": 2}, "slow": {"count": 20}}
+    clash = _small_trainer(digits, 1, [Counter(1, key="same"), Counter(10, key="same")])
+    with pytest.raises(UserError, match="share the state key 'same'"):
+        clash.fit()
+
+
+class StartSeen(Callback):
+    def __init__(self):
+        self.record_at_start = "unset"
+
+    def on_train_start(self, trainer):
+        self.record_at_start = trainer.record
+
+
+def test_on_train_start_runs_before_the_initial_measurement(digits):
+    seen = StartSeen()
+    t = _small_trainer(digits, 1, [seen])
+    t.fit()
+    assert seen.record_at_start is None           # fresh run: nothing measured yet
+    again = StartSeen()
+    resumed = _small_trainer(digits, 2, [again])
+    resumed.load_state_dict(copy.deepcopy(t.state_dict()))
+    resumed.fit()
+    assert again.record_at_start["epoch"] == 1    # resumed: the last accepted record
+
+
+def test_a_non_homogeneous_model_warns_once_and_marks_its_order_nominal(digits):
+    import warnings
+
+    from marginrobust.train import NonHomogeneousWarning
+
+    rec = Recorder()
+    t = _small_trainer(digits, 2, [rec], bias="all")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.fit()
+    ours = [w for w in caught if issubclass(w.category, NonHomogeneousWarning)]
+    assert len(ours) == 1
+    text = str(ours[0].message)
+    assert "not homogeneous" in text and "nominal order L=2" in text and "mean little" in text
+    assert all(r["homogeneous"] is False and r["homogeneity_order"] is None
+               and r["margin_order"] == 2 for r in rec.records)
+    # A homogeneous model: no warning, and its measured order is the one used.
+    rec = Recorder()
+    t = _small_trainer(digits, 1, [rec])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonHomogeneousWarning)
+        t.fit()
+    assert all(r["homogeneous"] is True and r["homogeneity_order"] == r["margin_order"] == 2
+               for r in rec.records)
+
+
+def test_every_schedule_follows_the_protocol_without_new_state():
+    from marginrobust.train.schedules import SCHEDULES, Schedule
+
+    expected = {"loss-based": (True, "alpha"), "loss-based-capped": (True, "alpha"),
+                "constant": (False, "diverged")}
+    for name in SCHEDULES:
+        s = make_schedule(name, 0.1)
+        assert isinstance(s, Schedule)
+        assert (s.uses_loss_frame, s.exhausted_reason) == expected[name]
+        # Class-level answers stay out of the resume state (checkpoints are unchanged).
+        assert not {"uses_loss_frame", "exhausted_reason"} & set(s.state_dict())

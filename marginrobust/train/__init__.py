@@ -1,6 +1,6 @@
 """Training: the loop, the schedules, checkpoints and metric logs."""
 
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, ProgressBar, state_keys
 from .checkpoints import (
                           CheckpointCallback,
                           atomic_write,
@@ -10,10 +10,12 @@ from .checkpoints import (
                           save_checkpoint,
 )
 from .metrics_log import MetricsWriter, read_metrics
-from .schedules import ConstantSchedule, LossBasedSchedule, make_schedule
-from .trainer import TrainConfig, Trainer, resolve_device
+from .schedules import ConstantSchedule, LossBasedSchedule, Schedule, make_schedule
+from .trainer import NonHomogeneousWarning, TrainConfig, Trainer, resolve_device
 
+# atomic_write and resolve_device live in marginrobust.io; they stay here for older callers.
 __all__ = ["Callback", "CheckpointCallback", "ConstantSchedule", "LossBasedSchedule",
-           "MetricsWriter", "ProgressBar", "TrainConfig", "Trainer", "atomic_write",
-           "list_checkpoints", "load_checkpoint", "make_schedule", "read_checkpoint",
-           "read_metrics", "resolve_device", "save_checkpoint"]
+           "MetricsWriter", "NonHomogeneousWarning", "ProgressBar", "Schedule", "TrainConfig",
+           "Trainer", "atomic_write", "list_checkpoints", "load_checkpoint", "make_schedule",
+           "read_checkpoint", "read_metrics", "resolve_device", "save_checkpoint",
+           "state_keys"]

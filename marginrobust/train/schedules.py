@@ -4,18 +4,70 @@ Both drive the same update. Each batch minimises the *relative* loss
 mean_b exp(log ℓ_b − F) with plain SGD at rate ``alpha``, where F is the log of a
 reference mean loss (the frame). With F = log 𝓛̄_{t−1} this is exactly a step of
 η = α/𝓛̄_{t−1} on the mean loss, yet neither η nor the loss is ever formed, so the
-gradient stays representable when 𝓛 is 1e-1000 (PAPER.md section 3, frame trick).
+gradient stays representable when 𝓛 is 1e-1000 (docs/science.md: the loss-based rate,
+the frame trick).
+
+Every schedule follows the :class:`Schedule` protocol; the trainer asks it what it needs
+(``uses_loss_frame``, ``exhausted_reason``...) rather than testing its class, so a new
+schedule needs no change to the trainer.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import UserError
 
 SCHEDULES = ("loss-based", "loss-based-capped", "constant")
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """What the trainer needs of a learning-rate schedule.
+
+    Attributes:
+        name: The schedule's name (one of ``SCHEDULES`` for the built-in ones).
+        log_frame: F, the natural log of the reference mean loss the relative loss is
+            taken against (0 when the schedule keeps no frame).
+        uses_loss_frame: Whether ``log_frame`` follows the loss; only then is a batch
+            loss above ``explode_ratio`` times the frame an explosion.
+        exhausted_reason: The stop reason once :attr:`exhausted` (``alpha``, ``diverged``).
+    """
+
+    name: str
+    log_frame: float
+    uses_loss_frame: ClassVar[bool]
+    exhausted_reason: ClassVar[str]
+
+    def start(self, log_mean_loss: float) -> None:
+        """Take the initial model's mean loss (natural log)."""
+
+    @property
+    def rate(self) -> float:
+        """The SGD rate applied to the relative loss."""
+
+    @property
+    def alpha(self) -> float:
+        """The α recorded in the metrics."""
+
+    @property
+    def log10_lr(self) -> float:
+        """log10 of the step η on the mean loss."""
+
+    def end_epoch(self, log_mean_loss: float | None) -> bool:
+        """Judge an epoch by its new mean loss (None: it exploded); True = accept."""
+
+    @property
+    def exhausted(self) -> bool:
+        """The run cannot make progress any more."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values to carry in a resume checkpoint."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
 @dataclass
@@ -37,6 +89,9 @@ class LossBasedSchedule:
     down: float = 2 ** (1 / 10)
     alpha_min: float = 1e-50
     name: str = "loss-based"
+    # Class-level, not fields: they stay out of state_dict and of equality.
+    uses_loss_frame: ClassVar[bool] = True
+    exhausted_reason: ClassVar[str] = "alpha"
 
     def start(self, log_mean_loss: float) -> None:
         """Set the frame from the mean loss of the initial model."""
@@ -124,6 +179,8 @@ class ConstantSchedule:
     log_frame: float = 0.0
     name: str = "constant"
     diverged: bool = False
+    uses_loss_frame: ClassVar[bool] = False
+    exhausted_reason: ClassVar[str] = "diverged"
 
     def start(self, log_mean_loss: float) -> None:
         """Nothing to set: the frame stays at 0, so the relative loss is the loss."""
@@ -155,9 +212,6 @@ class ConstantSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-
-
-Schedule = LossBasedSchedule | CappedLossBasedSchedule | ConstantSchedule
 
 
 def make_schedule(name: str, lr: float, up: float = 2 ** (1 / 5), down: float = 2 ** (1 / 10),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,13 +16,18 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..io import resolve_device  # noqa: F401  (re-exported: older callers import it from here)
 from ..margins import LN10, log_losses, margin_stats
-from ..models import homogeneity_order
-from .callbacks import Callback
-from .schedules import LossBasedSchedule, Schedule, make_schedule
+from ..models import homogeneity_order, weight_layers
+from .callbacks import Callback, state_keys
+from .schedules import SCHEDULES, Schedule, make_schedule
 
 DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "constant": 0.01}
 STOP_REASONS = ("epochs", "time", "target", "alpha", "diverged")
+
+
+class NonHomogeneousWarning(UserWarning):
+    """The model is not homogeneous: its normalized margins use a nominal order."""
 
 
 @dataclass
@@ -63,32 +69,63 @@ class TrainConfig:
     eval_batch_size: int = 1000
 
     def validate(self) -> TrainConfig:
-        """Check values; returns self with ``lr`` filled in."""
-        if self.epochs < 0:
-            raise UserError(f"epochs must be 0 or more, not {self.epochs}")
-        if self.batch_size < 0:
-            raise UserError(f"batch size must be 0 (full batch) or positive, not {self.batch_size}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise UserError(f"max minutes must be positive, not {self.max_minutes}")
-        if not (self.lr_up >= 1 and self.lr_down > 1 and self.explode_ratio > 1):
-            raise UserError("lr_up must be >= 1 and lr_down and explode_ratio > 1")
+        """Check values; returns self with ``lr`` filled in.
+
+        Raises:
+            UserError: one sentence naming the first offending value as the command line
+                names it (``--explode-ratio``), or by its field name where the command
+                line has no such option (``lr_up``).
+        """
+        _check_int("--epochs", self.epochs, 0, "a whole number, 0 or more")
+        _check_int("--batch-size", self.batch_size, 0, "a whole number, 0 (full batch) or more")
+        _check_int("eval_batch_size", self.eval_batch_size, 1, "a positive whole number")
+        _check_int("--seed", self.seed, None, "a whole number")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, "
+                            f"not {self.schedule!r}")
+        if self.lr is not None:
+            _check_number("--lr", self.lr, lambda v: v > 0, "a positive number")
+        _check_number("lr_up", self.lr_up, lambda v: v >= 1, ">= 1")
+        _check_number("lr_down", self.lr_down, lambda v: v > 1, "> 1")
+        _check_number("alpha_min", self.alpha_min, lambda v: v >= 0, "0 or more")
+        _check_number("--explode-ratio", self.explode_ratio, lambda v: v > 1, "> 1")
+        if self.max_minutes is not None:
+            _check_number("--max-minutes", self.max_minutes, lambda v: v > 0,
+                          "a positive number of minutes (leave it out for no limit)")
+        if self.target_log10_loss is not None:
+            # ±inf are harmless (stop at once, never stop); only NaN compares as nothing.
+            _check_number("--target-log10-loss", self.target_log10_loss, lambda v: True,
+                          "a number", finite=False)
         if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.schedule, 0.1)
-        make_schedule(self.schedule, self.lr)
+            self.lr = DEFAULT_LR[self.schedule]
         resolve_device(self.device)
         return self
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu; a clear error for an absent cuda."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int | None, what: str) -> None:
+    """``value`` is an int (not a bool) at least ``low``, else one sentence naming ``name``."""
+    if not (isinstance(value, int) and not isinstance(value, bool)
+            and (low is None or value >= low)):
+        raise UserError(f"{name} must be {what}, not {_shown(value)}")
+
+
+def _check_number(name: str, value: Any, ok: Callable[[float], bool], what: str,
+                  finite: bool = True) -> None:
+    """``value`` is a real number (finite unless told) for which ``ok`` holds."""
+    good = _is_number(value) and not math.isnan(value) and (not finite or math.isfinite(value))
+    if not (good and ok(value)):
+        raise UserError(f"{name} must be {what}, not {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the user typed it: ``-5`` rather than ``-5.0``, strings quoted."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if _is_number(value) else repr(value)
 
 
 class Trainer:
@@ -115,7 +152,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         # The data order comes from its own generator, so resuming restores it exactly.
         self.generator = torch.Generator().manual_seed(config.seed)
+        # The homogeneity order L, measured once (a few forward passes): None when the
+        # model is not homogeneous, and then the margins use ``margin_order`` nominally.
         self.order = homogeneity_order(self.model, self.x_train[:64])
+        self.margin_order = self.order if self.order is not None else len(
+            weight_layers(self.model))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.schedule.rate,
                                          momentum=0.0, weight_decay=0.0)
         self.epoch = 0
@@ -127,7 +168,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ measurement
     def measure(self, rollbacks: int = 0, train: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The epoch record of the current parameters (PAPER.md section 3 fields)."""
+        """The epoch record of the current parameters (fields: docs/science.md, margins).
+
+        ``homogeneous`` says whether ``homogeneity_order`` was measured; when it is
+        false, the normalized and smoothed margins divide by ρ^``margin_order`` with a
+        nominal order (the number of weight layers) and mean little.
+        """
         self.model.eval()
         bs = self.config.eval_batch_size
         if train is None:
@@ -144,8 +190,9 @@ class Trainer:
             "train_acc": train["accuracy"], "test_acc": test["accuracy"],
             "test_log10_mean_loss": test["log10_mean_loss"],
         }
-        for key in ("rho", "layer_norms", "homogeneity_order", "q_min", "q_max",
-                    "normalized_margin", "product_margin", "smoothed_margin", "near_support"):
+        for key in ("rho", "layer_norms", "homogeneity_order", "homogeneous", "margin_order",
+                    "q_min", "q_max", "normalized_margin", "product_margin",
+                    "smoothed_margin", "near_support"):
             record[key] = train[key]
         return record
 
@@ -164,8 +211,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate
         frame = self.schedule.log_frame
-        limit = (self.config.explode_ratio if isinstance(self.schedule, LossBasedSchedule)
-                 else math.inf)
+        # The ratio test needs a loss frame: without one the relative loss is the loss.
+        limit = self.config.explode_ratio if self.schedule.uses_loss_frame else math.inf
         # Explosion is tracked on the device and read once per epoch: no per-batch sync.
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         steps = 0
@@ -183,7 +230,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> str:
-        """Train until a stop condition; returns the reason (one of ``STOP_REASONS``)."""
+        """Train until a stop condition; returns the reason (one of ``STOP_REASONS``).
+
+        Warns once (:class:`NonHomogeneousWarning`) when the model is not homogeneous.
+        """
+        state_keys(self.callbacks)  # refuse colliding resume keys before any work
+        if self.order is None:
+            warnings.warn(self.nominal_order_note(), NonHomogeneousWarning, stacklevel=2)
         for cb in self.callbacks:
             cb.on_train_start(self)
         if self.record is None:
@@ -234,7 +287,15 @@ class Trainer:
                 return "time"
 
     def _exhausted_reason(self) -> str:
-        return "alpha" if isinstance(self.schedule, LossBasedSchedule) else "diverged"
+        return self.schedule.exhausted_reason
+
+    def nominal_order_note(self) -> str:
+        """One sentence on the nominal order of a non-homogeneous model ("" if homogeneous)."""
+        if self.order is not None:
+            return ""
+        return (f"the model is not homogeneous, so its normalized and smoothed margins "
+                f"divide by rho^{self.margin_order} with the nominal order "
+                f"L={self.margin_order} (its number of weight layers) and mean little")
 
     def _emit(self, record: dict[str, Any]) -> None:
         for cb in self.callbacks:
@@ -266,7 +327,8 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "grad_evals": self.grad_evals,
             "wall_s": self.wall_s, "record": self.record,
             "config": asdict(self.config),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {key: cb.state_dict()
+                          for key, cb in zip(state_keys(self.callbacks), self.callbacks)},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -277,5 +339,5 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.grad_evals, self.wall_s = state["grad_evals"], state["wall_s"]
         self.record = state["record"]
-        for cb in self.callbacks:
-            cb.load_state_dict(state["callbacks"].get(type(cb).__name__, {}))
+        for key, cb in zip(state_keys(self.callbacks), self.callbacks):
+            cb.load_state_dict(state["callbacks"].get(key, {}))
