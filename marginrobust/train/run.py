@@ -10,7 +10,7 @@ Layout of ``RUN_DIR``::
 
 from __future__ import annotations
 
-import json
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,12 +20,13 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..io import RUN_FILE, read_run_json, resolve_device, write_json
 from .callbacks import Callback, ProgressBar
-from .checkpoints import RESUME_FILE, CheckpointCallback, atomic_write, read_checkpoint
+from .checkpoints import RESUME_FILE, CheckpointCallback, read_checkpoint
 from .metrics_log import MetricsWriter
 from .trainer import TrainConfig, Trainer
 
-RUN_FILE = "run.json"
+__all__ = ["RUN_FILE", "RunSpec", "environment", "read_run", "train_run"]
 
 
 @dataclass
@@ -73,9 +74,46 @@ class RunSpec:
         return cls(**d)
 
 
-def _environment() -> dict[str, Any]:
-    return {"torch": str(torch.__version__), "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "machine": platform.machine()}
+def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What decides whether a rerun reproduces this one bit for bit.
+
+    The same seeds give the same numbers only with the same torch build, thread count,
+    kernels (the CPU's instruction set picks them) and device; these are recorded in
+    ``run.json`` and every checkpoint.
+
+    Args:
+        device: The device the run trains on.
+    """
+    dev = torch.device(device)
+    env = {"torch": str(torch.__version__), "python": platform.python_version(),
+           "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "torch_build": f"cuda {torch.version.cuda}" if torch.version.cuda else "cpu",
+           "torch_git": getattr(torch.version, "git_version", None),
+           "cpu": cpu_model(), "cpu_capability": _cpu_capability(), "device": str(dev)}
+    if dev.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(dev)
+        env["cudnn"] = torch.backends.cudnn.version()
+    return env
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_capability() -> str | None:
+    # The SIMD level (AVX2, AVX512...) decides which CPU kernels torch runs.
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False,
@@ -114,6 +152,7 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
                             "or choose another --out")
         spec = spec or RunSpec()
     spec.train.validate()
+    _check_spec(spec)
 
     data = load_dataset(spec.dataset, spec.data_dir, spec.train_subset, spec.test_subset,
                         spec.data_seed)
@@ -130,18 +169,17 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
             raise UserError(f"{spec.init_from} does not fit model {spec.model} on "
                             f"{spec.dataset}") from None
     if spec.scale is not None and state is None:
-        if not spec.scale > 0:
-            raise UserError(f"scale must be positive, not {spec.scale}")
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(spec.scale)
 
     model_info = {"name": spec.model, "kwargs": kwargs}
+    env = environment(resolve_device(spec.train.device))
     cbs: list[Callback] = [MetricsWriter(out),
                            CheckpointCallback(out, model_info, data.spec.to_dict(),
                                               spec.checkpoint_decades, spec.checkpoint_epochs,
                                               extra={"run": spec.to_dict(),
-                                                     "environment": _environment()})]
+                                                     "environment": env})]
     cbs += list(callbacks)
     trainer = Trainer(model, data.x_train, data.y_train, data.x_test, data.y_test, spec.train,
                       cbs)
@@ -150,21 +188,28 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
     if progress:
         trainer.callbacks.append(ProgressBar(spec.train.epochs, trainer.epoch))
     out.mkdir(parents=True, exist_ok=True)
-    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": _environment()}
-    _write_json(out / RUN_FILE, info)
+    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": env}
+    write_json(out / RUN_FILE, info)
     reason = trainer.fit()
     # Recorded so a bench rerun knows training is complete and goes straight to evaluation.
     info["stopped"] = {"reason": reason, "epoch": trainer.epoch, "wall_s": trainer.wall_s}
-    _write_json(out / RUN_FILE, info)
+    write_json(out / RUN_FILE, info)
     return trainer
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2)
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+def _check_spec(spec: RunSpec) -> None:
+    """The run-level numbers: one sentence each, named as the CLI names them."""
+    if spec.scale is not None and not (math.isfinite(spec.scale) and spec.scale > 0):
+        raise UserError(f"--scale must be a positive number, not {spec.scale}")
+    if not (math.isfinite(spec.checkpoint_decades) and spec.checkpoint_decades >= 0):
+        raise UserError("--checkpoint-decades must be 0 (off) or a positive number, "
+                        f"not {spec.checkpoint_decades}")
 
 
 def read_run(out: str | Path) -> dict[str, Any] | None:
-    """The ``run.json`` of a run directory (None if absent); ``stopped`` is set once it ended."""
-    path = Path(out) / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    """The ``run.json`` of a run directory (None if absent); ``stopped`` is set once it ended.
+
+    Raises:
+        UserError: the file exists but is damaged.
+    """
+    return read_run_json(out)
