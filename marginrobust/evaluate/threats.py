@@ -6,7 +6,9 @@ Inputs live in [0, 1]; every epsilon is measured in that scale.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 import torch
@@ -68,12 +70,24 @@ class ThreatModel:
         object.__setattr__(self, "norm", normalize_norm(self.norm))
         if isinstance(self.epsilons, (int, float)):
             raise UserError("epsilons must be a sequence of numbers, e.g. (0.1,)")
-        eps = tuple(float(e) for e in self.epsilons)
+        try:
+            if isinstance(self.epsilons, str) or any(isinstance(e, bool)
+                                                     for e in self.epsilons):
+                raise TypeError
+            # + 0.0 turns -0.0 into 0.0, which would otherwise name another figure
+            eps = tuple(float(e) + 0.0 for e in self.epsilons)
+        except TypeError:
+            raise UserError(f"the {self.norm} epsilons must be numbers, got "
+                            f"{self.epsilons!r}") from None
+        except (ValueError, OverflowError):
+            raise UserError(f"an {self.norm} epsilon is too large or not a number: "
+                            f"{self.epsilons!r}") from None
         if not eps:
             raise UserError(f"the {self.norm} threat model needs at least one epsilon")
         for e in eps:
             if not math.isfinite(e) or e < 0:
                 raise UserError(f"epsilon must be finite and non-negative, got {e}")
+        _no_repeats(eps, f" in the {self.norm} threat model")
         object.__setattr__(self, "epsilons", eps)
 
     @property
@@ -95,32 +109,78 @@ class ThreatModel:
         return torch.linalg.vector_norm(delta, ord=self.p, dim=1)
 
 
-def parse_eps_list(text: str) -> tuple[float, ...]:
+def _parse_eps(item: str, where: str, allow_zero: bool) -> float:
+    """One budget, a number or a fraction ``a/b``; every error is one sentence."""
+    how = "write e.g. 0.1 or 8/255"
+    parts = item.split("/")
+    if not item or len(parts) > 2 or not all(parts):
+        raise UserError(f"cannot read epsilon {item!r}{where}; {how}")
+    try:
+        # float() first: it reads 1e400 as inf and 1e-400 as 0 at once, where Fraction
+        # would build the exact 10**400 (or hang on 1e99999999).
+        approx = [float(p) for p in parts]
+        exact_zero = [Decimal(p) == 0 for p in parts]
+    except (ValueError, ArithmeticError):
+        raise UserError(f"cannot read epsilon {item!r}{where}; {how}") from None
+    if any(math.isnan(v) for v in approx):
+        raise UserError(f"epsilon {item!r}{where} is not a number; {how}")
+    if any(math.isinf(v) for v in approx):
+        raise UserError(f"epsilon {item!r}{where} is too large: a budget must be finite")
+    if any(v == 0 and not z for v, z in zip(approx, exact_zero)):
+        raise UserError(f"epsilon {item!r}{where} is too small to represent")
+    if len(parts) == 2 and approx[1] == 0:
+        raise UserError(f"epsilon {item!r}{where} divides by zero")
+    try:
+        exact = Fraction(parts[0]) / Fraction(parts[1]) if len(parts) == 2 else Fraction(item)
+        value = float(exact)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"cannot read epsilon {item!r}{where}; {how}") from None
+    except OverflowError:
+        raise UserError(f"epsilon {item!r}{where} is too large: a budget must be "
+                        "finite") from None
+    if exact < 0:
+        raise UserError(f"epsilon must be non-negative, got {item!r}{where}")
+    if exact > 0 and value == 0:
+        raise UserError(f"epsilon {item!r}{where} is too small to represent")
+    if exact == 0 and not allow_zero:
+        raise UserError(f"epsilon must be positive, got {item!r}{where}")
+    return value + 0.0      # no -0.0: it would name a figure differently from 0.0
+
+
+def parse_eps_list(text: str, option: str | None = None,
+                   allow_zero: bool = True) -> tuple[float, ...]:
     """Parse a comma-separated list of budgets such as ``"8/255,0.1"``.
 
     Args:
         text: Numbers or fractions ``a/b`` separated by commas.
+        option: The option the text came from (e.g. ``--eps-l2``), named in errors.
+        allow_zero: Whether a budget of 0 is accepted.
 
     Returns:
         The budgets as floats, in the given order.
 
     Raises:
-        UserError: If an entry is not a number, is negative or is not finite.
+        UserError: In one sentence, if an entry is not a number or a fraction, is NaN,
+            infinite, too large or too small for a float, negative (or zero where not
+            allowed), divides by zero, or repeats another.
     """
+    where = f" in {option}" if option else ""
     # spaces inside a fraction ("8 / 255") are not Fraction syntax; drop them all
     items = ["".join(t.split()) for t in str(text).split(",")]
     if not any(items):
-        raise UserError("the epsilon list is empty")
-    out = []
-    for item in items:
-        try:
-            value = float(Fraction(item))
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"cannot read epsilon {item!r}; write e.g. 0.1 or 8/255") from None
-        if value < 0:
-            raise UserError(f"epsilon must be non-negative, got {item!r}")
-        out.append(value)
+        raise UserError(f"the epsilon list{where} is empty")
+    out = [_parse_eps(item, where, allow_zero) for item in items]
+    _no_repeats(out, where)
     return tuple(out)
+
+
+def _no_repeats(eps: Sequence[float], where: str = "") -> None:
+    # two equal budgets would give two figures with one key
+    seen = set()
+    for e in eps:
+        if e in seen:
+            raise UserError(f"epsilon {e:g} is given twice{where}")
+        seen.add(e)
 
 
 def default_threats(dataset_name: str) -> list[ThreatModel]:
