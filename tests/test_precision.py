@@ -1,0 +1,213 @@
+"""Precision and determinism policy: flags set inside, the caller's flags back after."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from marginrobust.errors import UserError
+from marginrobust.precision import (
+    CUBLAS_WORKSPACE_VALUE,
+    PRECISIONS,
+    check_precision,
+    current_flags,
+    deterministic_algorithms,
+    measurement_precision,
+    policy_record,
+    set_cublas_workspace_config,
+    training_precision,
+)
+
+ENV = "CUBLAS_WORKSPACE_CONFIG"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_flags(monkeypatch):
+    """Each test starts from torch's flags as they are and leaves them so, whatever it did."""
+    monkeypatch.delenv(ENV, raising=False)
+    strings = {p: getattr(_leaf(p), "fp32_precision", None) for p in LEAVES}
+    legacy = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+              torch.backends.cudnn.allow_tf32)
+    det = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    yield
+    # A failing test must not leak flags into the others: put them back by hand.
+    torch.set_float32_matmul_precision(legacy[0])
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = legacy[1:]
+    for p, value in strings.items():
+        if value is not None:
+            _leaf(p).fp32_precision = value
+    torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = det[2:]
+
+
+LEAVES = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv",
+          "mkldnn.rnn")
+
+
+def _leaf(path):
+    obj = torch.backends
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _tf32_on() -> None:
+    """A caller that wants TF32 everywhere (as some training scripts set it)."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def _ieee() -> tuple[bool, bool, str]:
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.get_float32_matmul_precision())
+
+
+def test_measurement_precision_turns_tf32_off_and_restores_the_callers_flags():
+    _tf32_on()
+    before = current_flags()
+    with measurement_precision() as inside:
+        assert _ieee() == (False, False, "highest")
+        assert not inside.matmul_tf32 and not inside.conv_tf32
+    assert current_flags() == before
+    assert _ieee() == (True, True, "high")
+
+
+def test_flags_come_back_after_an_exception():
+    _tf32_on()
+    before = current_flags()
+    with pytest.raises(ZeroDivisionError):
+        with measurement_precision():
+            raise ZeroDivisionError
+    assert current_flags() == before
+    with pytest.raises(KeyError):
+        with deterministic_algorithms(True):
+            assert torch.are_deterministic_algorithms_enabled()
+            raise KeyError("x")
+    assert current_flags() == before
+    assert ENV not in os.environ
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", (False, False, "highest")),
+                                                 ("tf32", (True, True, "high"))])
+def test_training_precision_sets_both_kinds_of_kernel(precision, expected):
+    before = current_flags()
+    with training_precision(precision):
+        assert _ieee() == expected
+    assert current_flags() == before
+
+
+def test_nested_contexts_restore_the_outer_state_at_each_level():
+    before = current_flags()
+    with training_precision("tf32"):
+        outer = current_flags()
+        with measurement_precision():
+            assert _ieee() == (False, False, "highest")
+            with deterministic_algorithms(True):
+                assert torch.are_deterministic_algorithms_enabled()
+                assert _ieee() == (False, False, "highest")  # precision untouched by it
+            assert not torch.are_deterministic_algorithms_enabled()
+        assert current_flags() == outer
+        assert _ieee() == (True, True, "high")
+    assert current_flags() == before
+
+
+def test_the_newer_per_backend_precision_strings_come_back_too():
+    """The per-op precision strings of torch >= 2.9 come back exactly."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is None:
+        pytest.skip("this torch has no per-backend precision strings")
+    # A caller of the newer API only, in a state where the legacy cuDNN flag cannot be
+    # read (conv and RNN differ): the policy must neither fail nor change it.
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    before = current_flags()
+    for ctx in (measurement_precision(), training_precision("tf32"), training_precision()):
+        with ctx as inside:
+            # The CPU's oneDNN matmul is IEEE inside every mode (bf16 would change numbers).
+            assert dict(inside.fp32_precision)["mkldnn.matmul"] == "ieee"
+        assert current_flags() == before
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+
+
+def test_deterministic_algorithms_sets_and_restores_everything(monkeypatch):
+    torch.backends.cudnn.benchmark = True
+    before = current_flags()
+    with deterministic_algorithms(True) as inside:
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert os.environ[ENV] == CUBLAS_WORKSPACE_VALUE == inside.cublas_workspace
+    assert current_flags() == before and ENV not in os.environ
+    # A value the environment already has is the user's: kept inside and after.
+    monkeypatch.setenv(ENV, ":16:8")
+    with deterministic_algorithms(True):
+        assert os.environ[ENV] == ":16:8"
+    assert os.environ[ENV] == ":16:8"
+
+
+def test_deterministic_off_means_torchs_defaults_inside():
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = True
+    before = current_flags()
+    with deterministic_algorithms(False):
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        assert ENV not in os.environ
+    assert current_flags() == before
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_deterministic_mode_raises_on_an_op_without_a_deterministic_kernel():
+    """warn_only=False: a non-deterministic op is an error, never a silent difference."""
+    if not torch.cuda.is_available():
+        pytest.skip("every CPU kernel used here is deterministic")
+    x = torch.zeros(4, device="cuda")
+    with deterministic_algorithms(True), pytest.raises(RuntimeError, match="deterministic"):
+        x.index_add_(0, torch.tensor([0, 0], device="cuda"), torch.ones(2, device="cuda"))
+        torch.cuda.synchronize()
+
+
+def test_set_cublas_workspace_config_keeps_a_value_already_there(monkeypatch):
+    assert set_cublas_workspace_config() is True
+    assert os.environ[ENV] == CUBLAS_WORKSPACE_VALUE
+    monkeypatch.setenv(ENV, ":16:8")
+    assert set_cublas_workspace_config() is False
+    assert os.environ[ENV] == ":16:8"
+
+
+def test_unknown_precision_is_one_sentence():
+    assert check_precision("tf32") == "tf32" and PRECISIONS == ("fp32", "tf32")
+    with pytest.raises(UserError, match=r"--precision must be fp32 or tf32, not 'bf16'"):
+        with training_precision("bf16"):
+            pass
+    with pytest.raises(UserError):
+        policy_record("fp16", True)
+    assert policy_record("tf32", False) == {"precision": "tf32", "deterministic": False,
+                                            "measurement_precision": "fp32"}
+
+
+def test_measurement_under_the_policy_gives_identical_numbers_on_cpu(digits):
+    """What the trainer measures each epoch, with and without the policy, bit for bit."""
+    from marginrobust import create_model, margin_stats
+    from marginrobust.margins import log_losses
+
+    torch.manual_seed(0)
+    model = create_model("cnn", in_chans=1, img_size=8, width=0.5).eval()
+    x, y = digits.x_train, digits.y_train
+    plain = margin_stats(model, x, y, order=4, batch_size=100)
+    with torch.no_grad():
+        loss = log_losses(model(x), y)
+    with training_precision("tf32"), deterministic_algorithms(True):
+        with measurement_precision():
+            measured = margin_stats(model, x, y, order=4, batch_size=100)
+        with torch.no_grad():
+            loss_tf32 = log_losses(model(x), y)
+    assert measured == plain
+    # On the CPU TF32 does not exist: the training-precision loss is the same bits too.
+    assert torch.equal(loss, loss_tf32)
