@@ -6,6 +6,7 @@ No file I/O here: checkpoints, metric logs and progress bars are callbacks.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -103,12 +104,13 @@ class TrainConfig:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # numbers.Real takes numpy scalars too; a bool is no number here.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, low: int | None, what: str) -> None:
-    """``value`` is an int (not a bool) at least ``low``, else one sentence naming ``name``."""
-    if not (isinstance(value, int) and not isinstance(value, bool)
+    """``value`` is an integer (not a bool) at least ``low``, else one sentence naming ``name``."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
             and (low is None or value >= low)):
         raise UserError(f"{name} must be {what}, not {_shown(value)}")
 
