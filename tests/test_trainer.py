@@ -206,7 +206,8 @@ def test_capped_schedule_resumes_exactly_after_its_cap_is_set(digits):
     ("lr", 0.0, "--lr must be a positive number, not 0"),
     ("max_minutes", math.nan, "--max-minutes must be a positive number of minutes"),
     ("max_minutes", math.inf, "--max-minutes must be a positive number of minutes"),
-    ("target_log10_loss", math.nan, "--target-log10-loss must be a number, not nan"),
+    ("target_log10_loss", math.nan, "--target-log10-loss must be a finite number, not nan"),
+    ("target_log10_loss", -math.inf, "--target-log10-loss must be a finite number, not -inf"),
     ("epochs", -1, "--epochs must be a whole number, 0 or more, not -1"),
     ("epochs", 2.5, "--epochs must be a whole number, 0 or more, not 2.5"),
     ("batch_size", -3, "--batch-size must be a whole number, 0 (full batch) or more, not -3"),
@@ -225,7 +226,7 @@ def test_validate_names_only_the_offending_value(field, value, message):
 
 
 def test_validate_accepts_the_meaningful_extremes():
-    for cfg in (TrainConfig(target_log10_loss=-math.inf), TrainConfig(alpha_min=0.0),
+    for cfg in (TrainConfig(target_log10_loss=-1e4), TrainConfig(alpha_min=0.0),
                 TrainConfig(epochs=0, batch_size=0, max_minutes=1e-3)):
         assert cfg.validate().lr == 0.1
 

@@ -94,9 +94,9 @@ class TrainConfig:
             _check_number("--max-minutes", self.max_minutes, lambda v: v > 0,
                           "a positive number of minutes (leave it out for no limit)")
         if self.target_log10_loss is not None:
-            # ±inf are harmless (stop at once, never stop); only NaN compares as nothing.
+            # Finite too: run.json is strict JSON, and "never" is leaving it out.
             _check_number("--target-log10-loss", self.target_log10_loss, lambda v: True,
-                          "a number", finite=False)
+                          "a finite number")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.schedule]
         resolve_device(self.device)
@@ -115,11 +115,10 @@ def _check_int(name: str, value: Any, low: int | None, what: str) -> None:
         raise UserError(f"{name} must be {what}, not {_shown(value)}")
 
 
-def _check_number(name: str, value: Any, ok: Callable[[float], bool], what: str,
-                  finite: bool = True) -> None:
-    """``value`` is a real number (finite unless told) for which ``ok`` holds."""
-    good = _is_number(value) and not math.isnan(value) and (not finite or math.isfinite(value))
-    if not (good and ok(value)):
+def _check_number(name: str, value: Any, ok: Callable[[float], bool], what: str) -> None:
+    """``value`` is a finite real number for which ``ok`` holds (NaN and inf never make
+    sense here, and strict JSON could not record them)."""
+    if not (_is_number(value) and math.isfinite(value) and ok(value)):
         raise UserError(f"{name} must be {what}, not {_shown(value)}")
 
 
