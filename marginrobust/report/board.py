@@ -1,0 +1,105 @@
+"""Write a leaderboard: tables, link statistics, figures and pages, into a board folder.
+
+The one function that composes the report's layers: read the runs (loader), build the
+tables and links, draw the figures, render the pages and write every file atomically with
+the umask's permissions. It writes only into a folder it may write into
+(:mod:`marginrobust.report.guard`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_text
+from .formatting import json_records
+from .guard import check_board_folder, finish_board
+from .links import link_statistics
+from .loader import load_all_distances, load_runs
+from .methods import minimal_norm_methods
+from .plots import write_plots
+from .render import group_sections, html_page, links_section, markdown, settings_section
+from .tables import build_tables
+
+PLOTS_DIR = "plots"
+NOTES = "NOTES.md"
+
+
+def portable_run_dir(run_dir: str | Path, out_dir: str | Path) -> str:
+    """A run folder as the board names it: relative to the board, never a machine path.
+
+    Args:
+        run_dir: The run folder.
+        out_dir: The board folder.
+
+    Returns:
+        ``runs/<name>`` for a published run, ``../…`` for one elsewhere, or the folder's name
+        where no relative path exists (another drive).
+    """
+    try:
+        rel = os.path.relpath(Path(run_dir).resolve(), Path(out_dir).resolve())
+    except ValueError:
+        return Path(run_dir).resolve().name
+    return Path(rel).as_posix()
+
+
+def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force: bool = False,
+                      on_corrupt: str = "error") -> dict[str, Path]:
+    """Write the leaderboard of some runs: tables, link statistics, figures and pages.
+
+    Files in ``out_dir``: ``leaderboard.csv`` (every column; inf kept as ``inf``; counts as
+    integers; ``run_dir`` relative to ``out_dir``), ``leaderboard.json`` (records, strict JSON:
+    missing and infinite numbers are null), ``links.csv``
+    (:func:`~marginrobust.report.links.link_statistics`), ``settings.csv`` (the attack
+    options behind each ``settings`` id), ``README.md`` (per (dataset, model) compact tables
+    and figures, then the settings and link tables; the text of a hand-written ``NOTES.md``
+    in ``out_dir``, if any, goes after its introduction), ``index.html`` (the same,
+    self-contained, sortable by clicking a header or with ``#sort=COLUMN:desc``),
+    ``plots/*.png`` and the marker ``.marginrobust-board.json`` listing them. Files a
+    previous write left that this one does not produce are removed.
+
+    Args:
+        run_dirs: Run folders.
+        out_dir: The board folder (created).
+        force: Write even into a non-empty folder the leaderboard did not write.
+        on_corrupt: ``error`` or ``warn``: what a corrupt line in the middle of a run's
+            ``metrics.jsonl`` or ``records.jsonl`` does.
+
+    Returns:
+        ``{path relative to out_dir: path}`` of every file written.
+
+    Raises:
+        UserError: The folder may not be written into, a run folder is missing or damaged.
+    """
+    out = Path(out_dir)
+    check_board_folder(out, force)
+    runs = load_runs(run_dirs, on_corrupt)
+    minimal = minimal_norm_methods(r for run in runs for r in run.records)
+    tables = build_tables(runs, minimal)
+    frame, links = tables.frame, link_statistics(tables.frame)
+    metrics = {run.label: pd.DataFrame(run.metrics) for run in runs}
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(frame, metrics, load_all_distances(runs, minimal), out / PLOTS_DIR)
+    sections = [*group_sections(frame, plots, out), settings_section(tables.settings),
+                links_section(links)]
+    notes = (out / NOTES).read_text(encoding="utf-8") if (out / NOTES).exists() else ""
+    published = frame.assign(run_dir=[portable_run_dir(p, out) for p in frame["run_dir"]])
+    texts = {"leaderboard.csv": published.to_csv(index=False),
+             "leaderboard.json": json.dumps(json_records(published), indent=1, allow_nan=False,
+                                            ensure_ascii=False) + "\n",
+             "links.csv": links.to_csv(index=False),
+             "settings.csv": tables.settings.to_csv(index=False),
+             "README.md": markdown(sections, len(runs), notes),
+             "index.html": html_page(sections, len(runs))}
+    written = {}
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
+        written[name] = out / name
+    for paths in plots.values():
+        written.update({p.relative_to(out).as_posix(): p for p in paths})
+    finish_board(out, written)
+    return written

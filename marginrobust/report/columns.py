@@ -1,0 +1,131 @@
+"""The leaderboard's column grammar: names, groups and how robustness columns are spelled.
+
+The lowest layer of :mod:`marginrobust.report`: plain constants and functions of column
+names (and of frames only through their columns), shared by the tables, the plots, the
+rendering and ``compare``.
+
+Robustness columns are named ``{measure}_{split}_{norm}_{eps}`` (``aa_test_L2_0.5``),
+``clean_{split}``, ``median_dist_{split}_{norm}`` and ``min_certified_radius_train_L2``;
+``eps`` is written by :func:`eps_labels`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import pandas as pd
+
+from ..io import SPLITS
+
+IDENTITY = ("run", "run_dir", "dataset", "model", "bias", "width", "schedule", "checkpoint")
+# The settings that decided a row's figures: points per split, point seed, and the id of the
+# attack options (see the settings table). A row never holds figures of two settings.
+SETTINGS = ("n", "seed", "settings")
+TRAJECTORY = ("epoch", "step", "train_wall_s", "log10_loss", "train_acc", "test_acc", "rho",
+              "homogeneity_order", "normalized_margin", "product_margin", "smoothed_margin")
+# metrics.jsonl names the trajectory's wall time differently from the records.
+METRIC_NAMES = {"train_wall_s": "wall_s"}
+MIN_RADIUS = "min_certified_radius_train_L2"
+SKIPPED = "skipped"
+STRING_COLUMNS = frozenset(IDENTITY) - {"width"} | {"settings", SKIPPED}
+# Counts: written as integers (pandas "Int64": missing values stay empty, never 7.0).
+INTEGER_COLUMNS = frozenset({"epoch", "step", "homogeneity_order", "n_flags", "n", "seed",
+                             "n_checkpoints", "n_fitted"})
+# Record method → column prefix of the accuracies taken from it.
+ACCURACY_PREFIXES = {"autoattack": "aa", "certified": "cert", "worst": "worst"}
+MEDIAN_PREFIX = "median_dist_"
+LINK_PREFIXES = ("aa_", "cert_", "worst_", MEDIAN_PREFIX)
+SPLIT_ORDER = SPLITS
+_FIGURE = re.compile(r"^(?:aa|cert|worst)_([a-z]+)_([A-Za-z0-9]+)_|^median_dist_([a-z]+)_(.+)$")
+
+
+def eps_labels(values: Iterable[float]) -> dict[float, str]:
+    """Compact, distinct names of budgets: 4 significant digits, more only where needed.
+
+    Args:
+        values: The budgets.
+
+    Returns:
+        ``{eps: name}``, e.g. ``{0.5: "0.5", 1.0: "1", 8/255: "0.03137"}``.
+    """
+    unique = sorted({float(v) for v in values})
+    # 17 significant digits tell every pair of doubles apart, so a precision is always found.
+    digits = next(d for d in range(4, 18) if len({f"{v:.{d}g}" for v in unique}) == len(unique))
+    return {v: f"{v:.{digits}g}" for v in unique}
+
+
+def split_rank(split: str) -> tuple[int, str]:
+    """Sort key of a split name: test points first, then train, then any other by name."""
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def pair_order(pair: tuple[str, str]) -> tuple[int, str, str]:
+    """Sort key of (split, norm): test points first.
+
+    Args:
+        pair: (split, norm).
+    """
+    split, norm = pair
+    return (*split_rank(split), norm)
+
+
+def eps_columns(frame: pd.DataFrame, prefix: str, split: str, norm: str) -> dict[float, str]:
+    """The ``{prefix}_{split}_{norm}_{eps}`` columns holding a value, keyed by ε, in ε order.
+
+    Args:
+        frame: Leaderboard rows.
+        prefix: ``aa``, ``cert`` or ``worst``.
+        split: ``test`` or ``train``.
+        norm: ``L2`` or ``Linf``.
+    """
+    head = f"{prefix}_{split}_{norm}_"
+    found = {float(c[len(head):]): c for c in frame.columns
+             if c.startswith(head) and frame[c].notna().any()}
+    return dict(sorted(found.items()))
+
+
+def split_norms(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (split, norm) pairs with any robustness figure in ``frame``, test split first.
+
+    Args:
+        frame: Leaderboard rows.
+    """
+    pairs = set()
+    for col in frame.columns:
+        m = _FIGURE.match(col)
+        if m and frame[col].notna().any():
+            split, norm = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            pairs.add((split, norm))
+    return sorted(pairs, key=pair_order)
+
+
+def robustness_columns(frame: pd.DataFrame) -> list[str]:
+    """The robustness columns of a frame (those the link statistics correlate with γ̄).
+
+    Args:
+        frame: A leaderboard frame.
+    """
+    return [c for c in frame.columns if c.startswith(LINK_PREFIXES) or c == MIN_RADIUS]
+
+
+def split_columns(frame: pd.DataFrame, split: str,
+                  measures: Iterable[str] = ("aa", "cert", "worst", "median_dist")) -> list[str]:
+    """The clean accuracy and the ``measures`` columns of one split, in the frame's order.
+
+    Args:
+        frame: A leaderboard frame.
+        split: ``test`` or ``train``.
+        measures: Column prefixes to keep.
+    """
+    heads = tuple(f"{p}_{split}_" for p in measures)
+    return [c for c in frame.columns if c == f"clean_{split}" or c.startswith(heads)]
+
+
+def slug(text: str) -> str:
+    """``text`` reduced to characters safe in a file name (``npz:/a/b.npz`` → ``npz-a-b.npz``).
+
+    Args:
+        text: Any label (dataset, model, run name).
+    """
+    return re.sub(r"[^A-Za-z0-9._]+", "-", str(text)).strip("-") or "x"

@@ -1,0 +1,223 @@
+"""Everything the report reads from disk, in one place: run folders → :class:`RunData`.
+
+A run folder holds ``run.json``, ``metrics.jsonl``, ``checkpoints/epoch-*.pt`` and
+``eval/`` (``records.jsonl`` and one ``.npz`` of per-point arrays per checkpoint). The
+tables, plots and pages receive what is read here and never open a file themselves.
+
+Readers stop at nothing silently: a torn last line of ``metrics.jsonl`` or
+``records.jsonl`` (what a killed append leaves) is dropped, a corrupt line elsewhere is a
+:class:`~marginrobust.errors.UserError` naming the file and line (or, with
+``on_corrupt="warn"``, skipped with a printed warning and a count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..io import RUN_FILE, read_jsonl, read_run_json
+from ..results import EVAL_DIR, RECORDS
+from ..train.checkpoints import list_checkpoints
+from ..train.metrics_log import JSONL as METRICS_FILE
+
+# Fields a record may lack: older records have no seed, config or skipped.
+RECORD_DEFAULTS: dict[str, Any] = {"seed": None, "config": "", "skipped": None,
+                                   "median_distance": None, "min_distance": None,
+                                   "robust_acc": None, "clean_acc": None, "flags": ()}
+DISTANCES = "distances"
+
+
+@dataclass
+class RunData:
+    """What the report needs of one run folder.
+
+    Attributes:
+        path: The folder as given.
+        label: The run's name in tables (the folder's name; its path where two share one).
+        info: The parsed ``run.json``.
+        records: Evaluation records as dicts (all fields of :data:`RECORD_DEFAULTS` present,
+            infinite distances restored, ``eps`` a float).
+        metrics: The rows of ``metrics.jsonl``.
+        checkpoints: Stems of the checkpoint files on disk (``epoch-NNNNNN``).
+    """
+
+    path: Path
+    label: str
+    info: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Distances:
+    """Per-point minimal adversarial distances of one checkpoint, split and norm.
+
+    Attributes:
+        values: Per point, the smallest distance any minimal-norm attack found (0 on
+            misclassified points, inf where every attack failed).
+        attacks: The attacks the distances come from, sorted.
+    """
+
+    values: np.ndarray
+    attacks: tuple[str, ...]
+
+
+def normalize_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored record with every optional field present and infinities restored.
+
+    JSON has no infinity: an infinite distance is stored as null plus a
+    ``{field}_infinite`` marker.
+
+    Args:
+        raw: One object of ``records.jsonl``.
+    """
+    rec = {**RECORD_DEFAULTS, **raw}
+    for key in ("median_distance", "min_distance"):
+        if raw.get(f"{key}_infinite"):
+            rec[key] = math.inf
+    rec["eps"] = float(rec["eps"])
+    rec["config"] = rec["config"] or ""
+    rec["flags"] = tuple(rec["flags"] or ())
+    return rec
+
+
+def read_records(run_dir: str | Path, on_corrupt: str = "error") -> list[dict[str, Any]]:
+    """The evaluation records of a run, normalized (:func:`normalize_record`).
+
+    Args:
+        run_dir: The run folder.
+        on_corrupt: ``error`` or ``warn`` (see the module docstring).
+    """
+    path = Path(run_dir) / EVAL_DIR / RECORDS
+    return [normalize_record(r) for r in read_jsonl(path, on_corrupt=on_corrupt)]
+
+
+def read_metrics_rows(run_dir: str | Path, on_corrupt: str = "error") -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` (see the module docstring for damaged lines).
+
+    Args:
+        run_dir: The run folder.
+        on_corrupt: ``error`` or ``warn``.
+    """
+    return read_jsonl(Path(run_dir) / METRICS_FILE, on_corrupt=on_corrupt)
+
+
+def _run_info(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise UserError(f"no run directory at {path}")
+    info = read_run_json(path)
+    if info is None:
+        raise UserError(f"{path} is not a run directory (it has no {RUN_FILE})")
+    if not isinstance(info, dict) or not isinstance(info.get("run"), dict):
+        raise UserError(f"{path / RUN_FILE} does not describe a run (no 'run' object)")
+    return info
+
+
+def load_runs(run_dirs: Sequence[Path | str], on_corrupt: str = "error") -> list[RunData]:
+    """Read run folders for the report.
+
+    Args:
+        run_dirs: Run folders (each with ``run.json``; ``eval/`` may be missing).
+        on_corrupt: ``error`` or ``warn``, for damaged lines of the JSON-lines files.
+
+    Raises:
+        UserError: None given, one given twice, a path that is not a run folder, or
+            (``on_corrupt="error"``) a corrupt line in the middle of a JSON-lines file.
+    """
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    paths = [Path(p) for p in run_dirs]
+    resolved = [p.resolve() for p in paths]
+    twice = next((p for p, r in zip(paths, resolved) if resolved.count(r) > 1), None)
+    if twice is not None:
+        raise UserError(f"run directory {twice} is given twice")
+    names = [r.name for r in resolved]
+    # Runs are labelled by folder name; two with the same name keep their path as given.
+    labels = [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
+    runs = []
+    for path, label in zip(paths, labels):
+        info = _run_info(path)
+        runs.append(RunData(path, label, info, read_records(path, on_corrupt),
+                            read_metrics_rows(path, on_corrupt),
+                            [p.stem for p in list_checkpoints(path)]))
+    return runs
+
+
+def _distance_key(key: str) -> tuple[str, str, str] | None:
+    """(split, method, norm) of a per-point distance array, else None.
+
+    The results store names these arrays ``{split}/{method}/{norm}/distances``; this is the
+    one place that reads that layout.
+    """
+    parts = key.split("/")
+    if len(parts) == 4 and parts[3] == DISTANCES:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def read_arrays(run_dir: str | Path, checkpoint: str) -> dict[str, np.ndarray]:
+    """The per-point arrays the Evaluator stored for one checkpoint (empty if none).
+
+    Args:
+        run_dir: The run folder.
+        checkpoint: Checkpoint name (file stem).
+    """
+    path = Path(run_dir) / EVAL_DIR / f"{checkpoint}.npz"
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read as per-point arrays ({exc})") from None
+
+
+def load_distances(run_dir: str | Path, checkpoint: str,
+                   minimal: Collection[str]) -> dict[tuple[str, str], Distances]:
+    """Per-point minimal adversarial distances of a checkpoint, per (split, norm).
+
+    Where several minimal-norm attacks ran, each point keeps the smallest distance any of
+    them found: every attack's distance bounds the true minimal distance from above, so the
+    smallest is the tightest bound (and the robust accuracy read from it an upper bound).
+
+    Args:
+        run_dir: The run folder.
+        checkpoint: Checkpoint name (file stem).
+        minimal: The minimal-norm methods (see :mod:`marginrobust.report.methods`).
+    """
+    found: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for key, values in read_arrays(run_dir, checkpoint).items():
+        parsed = _distance_key(key)
+        if parsed and parsed[1] in minimal:
+            split, method, norm = parsed
+            found.setdefault((split, norm), {})[method] = np.asarray(values, float)
+    return {pair: Distances(np.min(np.stack(list(by.values())), axis=0), tuple(sorted(by)))
+            for pair, by in found.items()}
+
+
+def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
+                       ) -> dict[tuple[str, str], dict[tuple[str, str], Distances]]:
+    """:func:`load_distances` of every evaluated checkpoint of some runs.
+
+    Args:
+        runs: Loaded runs.
+        minimal: The minimal-norm methods.
+
+    Returns:
+        ``{(run label, checkpoint): {(split, norm): distances}}``, checkpoints without
+        distances left out.
+    """
+    out = {}
+    for run in runs:
+        for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
+            found = load_distances(run.path, checkpoint, minimal)
+            if found:
+                out[(run.label, checkpoint)] = found
+    return out

@@ -1,0 +1,70 @@
+"""Which evaluation methods are minimal-norm attacks, asked of the attack registry.
+
+Minimal-norm attacks report per point the smallest adversarial distance they found; their
+medians make the ``median_dist_*`` columns and their per-point distances the robust-vs-ε
+curves. The answer comes from the attack classes themselves (a ``minimal_norm`` attribute,
+else being a :class:`~marginrobust.evaluate.attacks.MinimalNormAttack`), so an attack added
+by a plugin counts as soon as it is registered.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..registry import ATTACKS
+
+# Methods the Evaluator writes itself (certificates and the per-point worst case): never
+# attacks, whatever their records carry (certificates report radii as distances).
+EVALUATOR_METHODS = frozenset({"worst", "certified", "certify-lipschitz", "certify-ibp"})
+
+
+@functools.cache
+def _register_builtins() -> None:
+    # Importing the evaluation package registers the built-in attacks (torch, foolbox: slow,
+    # so only when a question is asked).
+    import marginrobust.evaluate  # noqa: F401
+
+
+def registered_minimal_norm(method: str) -> bool | None:
+    """Whether the registered attack ``method`` is minimal-norm; None if it is not registered.
+
+    Args:
+        method: A record's method name.
+    """
+    if method in EVALUATOR_METHODS:
+        return False
+    _register_builtins()
+    if method not in ATTACKS:
+        return None
+    factory = ATTACKS.get(method)
+    flag = getattr(factory, "minimal_norm", None)
+    if isinstance(flag, bool):
+        return flag
+    from ..evaluate.attacks import MinimalNormAttack
+
+    return isinstance(factory, type) and issubclass(factory, MinimalNormAttack)
+
+
+def minimal_norm_methods(records: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The methods among ``records`` that are minimal-norm attacks.
+
+    A method the registry does not know (a plugin not installed where the board is rebuilt)
+    counts as minimal-norm when its records carry median distances: among the methods that
+    are not the Evaluator's own, only minimal-norm attacks report them.
+
+    Args:
+        records: Evaluation records as dicts (``method`` and ``median_distance`` are read).
+    """
+    with_distance: dict[str, bool] = {}
+    for rec in records:
+        method = str(rec.get("method"))
+        has = rec.get("median_distance") is not None
+        with_distance[method] = with_distance.get(method, False) or has
+    found = set()
+    for method, has_distance in with_distance.items():
+        answer = registered_minimal_norm(method)
+        if answer or (answer is None and has_distance and method not in EVALUATOR_METHODS):
+            found.add(method)
+    return frozenset(found)

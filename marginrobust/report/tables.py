@@ -1,0 +1,317 @@
+"""Records and metrics → the leaderboard's tables (pandas frames).
+
+:func:`build_tables` gives the leaderboard frame and the settings table of some loaded runs;
+:func:`leaderboard_frame` reads the runs too. The frame has one row per (run, checkpoint,
+evaluation setting). Its columns:
+
+* identity (strings, except ``width``): ``run`` (the folder's name), ``run_dir`` (the path
+  as given), ``dataset``, ``model``, ``bias``, ``width``, ``schedule`` (from ``run.json``;
+  a model option the run did not record is empty), ``checkpoint`` (its file stem);
+* settings: ``n`` (evaluated points), ``seed`` (the point seed; empty for records that did
+  not store it) and ``settings``, the id of the attack options the row's figures used,
+  spelled out per method in the settings table (``settings, method, config``). A run
+  evaluated with several settings has one row per setting and checkpoint; a checkpoint
+  never evaluated has one row with empty settings;
+* trajectory, from ``metrics.jsonl`` at the checkpoint's epoch (else from its evaluation
+  records): ``epoch, step, train_wall_s, log10_loss, train_acc, test_acc, rho,
+  homogeneity_order`` (L), ``normalized_margin, product_margin, smoothed_margin``;
+* robustness, from ``eval/records.jsonl`` (empty for a checkpoint not evaluated):
+
+  ==================================  ====================================================
+  ``n_flags``                         distinct consistency violations in its records
+  ``min_certified_radius_train_L2``   smallest Lipschitz-certified L2 radius over the
+                                      evaluated training points
+  ``clean_{split}``                   clean accuracy on the evaluated points of the split
+  ``aa_{split}_{norm}_{eps}``         AutoAttack robust accuracy
+  ``cert_{split}_{norm}_{eps}``       certified accuracy (Lipschitz or IBP certificate)
+  ``worst_{split}_{norm}_{eps}``      per point, the worst case over every attack run
+  ``median_dist_{split}_{norm}``      median minimal adversarial distance: the smallest
+                                      median among the minimal-norm attacks run (those the
+                                      attack registry marks so) — each bounds the true
+                                      minimal distance from above, hence so does the
+                                      smallest median
+  ``skipped``                         figures that could not be computed, with the reason
+                                      (their cells are empty, never 0)
+  ==================================  ====================================================
+
+  ``split`` is ``test`` or ``train``, ``norm`` ``L2`` or ``Linf``, and ``eps`` is written with
+  4 significant digits (``0.5``, ``1``, ``0.03137`` for 8/255), more only where two budgets
+  would otherwise share a name.
+
+Counts (``epoch, step, homogeneity_order, n_flags, n, seed``) are pandas ``Int64``; every
+other column but the identity strings is float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .columns import (
+    ACCURACY_PREFIXES,
+    IDENTITY,
+    INTEGER_COLUMNS,
+    MEDIAN_PREFIX,
+    METRIC_NAMES,
+    MIN_RADIUS,
+    SETTINGS,
+    SKIPPED,
+    STRING_COLUMNS,
+    TRAJECTORY,
+    eps_labels,
+    split_rank,
+)
+from .loader import RunData, load_runs
+from .methods import minimal_norm_methods
+
+SETTINGS_COLUMNS = ("settings", "method", "config")
+NOT_RECORDED = "(not recorded)"
+_EPOCH = re.compile(r"epoch-(\d+)$")
+# (method, config) pairs of the methods whose options vary: what tells two settings apart.
+Signature = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Tables:
+    """The leaderboard frame and the settings table that explains its ``settings`` ids."""
+
+    frame: pd.DataFrame
+    settings: pd.DataFrame
+
+
+@dataclass
+class _Group:
+    """The records of one row: one checkpoint of one run under one setting."""
+
+    run: RunData
+    checkpoint: str
+    n: int | None
+    seed: int | None
+    signature: Signature
+    records: list[dict[str, Any]]
+
+
+def settings_id(k: int) -> str:
+    """The k-th settings id: ``A`` … ``Z``, then ``AA``, ``AB`` …"""
+    name = ""
+    k += 1
+    while k:
+        k, rest = divmod(k - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+def _groups(runs: Sequence[RunData]) -> list[_Group]:
+    """The records of each run cut into rows, so that no row mixes two settings.
+
+    Records are grouped by (checkpoint, n, seed); a method evaluated there with several
+    option sets (``config``) gives one row per option set (in the order the records were
+    stored), with the figures of the other methods repeated in each.
+    """
+    configs: dict[str, set[str]] = defaultdict(set)
+    for rec in (r for run in runs for r in run.records):
+        configs[rec["method"]].add(rec["config"])
+    varying = sorted(m for m, c in configs.items() if len(c) > 1)
+    groups = []
+    for run in runs:
+        by_key: dict[tuple[str, Any, Any], list[dict[str, Any]]] = defaultdict(list)
+        for rec in run.records:
+            by_key[(rec["checkpoint"], rec["n"], rec["seed"])].append(rec)
+        for (checkpoint, n, seed), recs in by_key.items():
+            present = {m: list(dict.fromkeys(r["config"] for r in recs if r["method"] == m))
+                       for m in varying}
+            present = {m: c for m, c in present.items() if c}
+            for combo in itertools.product(*present.values()):
+                chosen = dict(zip(present, combo))
+                rows = [r for r in recs if chosen.get(r["method"], r["config"]) == r["config"]]
+                groups.append(_Group(run, checkpoint, n, seed, tuple(chosen.items()), rows))
+    return groups
+
+
+def _identity(run: RunData) -> dict[str, Any]:
+    spec = run.info["run"]
+    kwargs = spec.get("model_kwargs") or {}
+    dataset = spec.get("dataset") or (run.info.get("data") or {}).get("name") or ""
+    kind, colon, arg = dataset.partition(":")
+    if colon:  # imagefolder:/long/path/set.tar.xz → imagefolder:set.tar.xz (no machine paths)
+        dataset = f"{kind}:{Path(arg).name}"
+    return {"run": run.label, "run_dir": str(run.path), "dataset": dataset,
+            "model": spec.get("model"), "bias": kwargs.get("bias"), "width": kwargs.get("width"),
+            "schedule": (spec.get("train") or {}).get("schedule")}
+
+
+def _epoch_of(name: str, context: dict[str, Any]) -> int | None:
+    value = context.get("epoch")
+    if value is not None and not pd.isna(value):
+        return int(value)
+    match = _EPOCH.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _trajectories(run: RunData) -> dict[str, dict[str, Any]]:
+    """Trajectory columns per checkpoint (files on disk and evaluated ones)."""
+    contexts: dict[str, dict[str, Any]] = defaultdict(dict)
+    for rec in run.records:
+        # Each field comes from any record of the checkpoint that has it.
+        context = contexts[rec["checkpoint"]]
+        for col in TRAJECTORY:
+            if context.get(col) is None and rec.get(col) is not None:
+                context[col] = rec[col]
+    metrics = {row.get("epoch"): row for row in run.metrics}
+    out = {}
+    for name in [*run.checkpoints, *contexts]:
+        context = contexts.get(name, {})
+        epoch = _epoch_of(name, context)
+        at_epoch = metrics.get(epoch, {})
+        row = {col: at_epoch.get(METRIC_NAMES.get(col, col), context.get(col))
+               for col in TRAJECTORY}
+        out[name] = {**row, "epoch": epoch}
+    return out
+
+
+def _figures(records: list[dict[str, Any]], labels: dict[float, str],
+             minimal: Collection[str]) -> dict[str, Any]:
+    """The robustness columns of one row."""
+    row: dict[str, Any] = {}
+    flags: set[str] = set()
+    skipped: dict[str, None] = {}
+    for rec in records:
+        split, method, norm = rec["split"], rec["method"], rec["norm"]
+        flags.update(rec["flags"])
+        if rec["skipped"]:
+            skipped[f"{method}: {rec['skipped']}"] = None
+        if rec["clean_acc"] is not None and row.get(f"clean_{split}") is None:
+            row[f"clean_{split}"] = rec["clean_acc"]
+        if method in ACCURACY_PREFIXES:
+            name = f"{ACCURACY_PREFIXES[method]}_{split}_{norm}_{labels[rec['eps']]}"
+            row[name] = rec["robust_acc"]
+        if method in minimal and rec["median_distance"] is not None:
+            name = f"{MEDIAN_PREFIX}{split}_{norm}"
+            row[name] = min(row.get(name, rec["median_distance"]), rec["median_distance"])
+        if (method, split, norm) == ("certify-lipschitz", "train", "L2") and (
+                rec["min_distance"] is not None):
+            row[MIN_RADIUS] = min(row.get(MIN_RADIUS, rec["min_distance"]), rec["min_distance"])
+    row["n_flags"] = len(flags)
+    if skipped:
+        row[SKIPPED] = "; ".join(skipped)
+    return row
+
+
+def _robust_order(records: Iterable[dict[str, Any]], labels: dict[float, str]) -> list[str]:
+    """Robustness column names in reading order: split, then norm, then measure, then ε."""
+    budgets: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
+    for rec in records:
+        budgets[rec["split"]][rec["norm"]].add(rec["eps"])
+    order = [MIN_RADIUS]
+    for split in sorted(budgets, key=split_rank):
+        order.append(f"clean_{split}")
+        for norm in sorted(budgets[split]):
+            for prefix in ACCURACY_PREFIXES.values():
+                order += [f"{prefix}_{split}_{norm}_{labels[e]}"
+                          for e in sorted(budgets[split][norm])]
+            order.append(f"{MEDIAN_PREFIX}{split}_{norm}")
+    return [*order, SKIPPED]
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as ``Int64`` (where every value is a whole number), other numbers float64."""
+    for col in frame.columns:
+        if col in STRING_COLUMNS:
+            continue
+        values = pd.to_numeric(frame[col]).astype("float64")
+        whole = values.dropna()
+        if col in INTEGER_COLUMNS and (whole == whole.round()).all() and whole.abs().lt(
+                2**53).all():
+            frame[col] = values.astype("Int64")
+        else:
+            frame[col] = values
+    return frame
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    def last(value: Any) -> tuple[bool, Any]:  # missing values after present ones
+        return (value is None, value if value is not None else 0)
+
+    return (last(row["epoch"]), row["checkpoint"], last(row["n"]), last(row["seed"]),
+            row["settings"] or "")
+
+
+def _settings_table(groups: list[_Group], ids: dict[Signature, str]) -> pd.DataFrame:
+    configs: dict[str, dict[str, None]] = defaultdict(dict)
+    for group in groups:
+        for rec in group.records:
+            configs[ids[group.signature]][f"{rec['method']}\0{rec['config']}"] = None
+    rows = [{"settings": sid, "method": m, "config": c or NOT_RECORDED}
+            for sid in sorted(configs, key=lambda s: (len(s), s))
+            for m, c in sorted(k.split("\0", 1) for k in configs[sid])]
+    return pd.DataFrame(rows, columns=list(SETTINGS_COLUMNS))
+
+
+def build_tables(runs: Sequence[RunData], minimal: Collection[str] | None = None) -> Tables:
+    """The leaderboard frame (module docstring) and the settings table of loaded runs.
+
+    Args:
+        runs: Runs from :func:`marginrobust.report.loader.load_runs`.
+        minimal: The minimal-norm methods (default: asked of the attack registry, see
+            :func:`marginrobust.report.methods.minimal_norm_methods`).
+
+    Returns:
+        ``frame``: rows by run, then epoch, then setting; robustness columns for every
+        (split, norm, ε) evaluated in any run (empty elsewhere). ``settings``: one row per
+        (settings id, method) with the method's options as canonical JSON.
+    """
+    records = [r for run in runs for r in run.records]
+    if minimal is None:
+        minimal = minimal_norm_methods(records)
+    labels = eps_labels(r["eps"] for r in records)
+    groups = _groups(runs)
+    # Ids in order of first appearance: the first settings a board's runs were evaluated
+    # with are A, later ones B, C...
+    ids = {sig: settings_id(k) for k, sig in enumerate(dict.fromkeys(g.signature for g in groups))}
+    by_run: dict[str, list[_Group]] = defaultdict(list)
+    for group in groups:
+        by_run[group.run.label].append(group)
+    rows = []
+    for run in runs:
+        identity, trajectories = _identity(run), _trajectories(run)
+        evaluated = set()
+        run_rows = []
+        for group in by_run[run.label]:
+            evaluated.add(group.checkpoint)
+            run_rows.append({**identity, "checkpoint": group.checkpoint, "n": group.n,
+                             "seed": group.seed, "settings": ids[group.signature],
+                             **trajectories[group.checkpoint],
+                             **_figures(group.records, labels, minimal)})
+        run_rows += [{**identity, "checkpoint": name, "n": None, "seed": None, "settings": None,
+                      **trajectory} for name, trajectory in trajectories.items()
+                     if name not in evaluated]
+        rows += sorted(run_rows, key=_sort_key)
+    columns = [*IDENTITY, *SETTINGS, *TRAJECTORY, "n_flags",
+               *[c for c in _robust_order(records, labels) if any(c in r for r in rows)]]
+    frame = _typed(pd.DataFrame(rows, columns=columns))
+    return Tables(frame, _settings_table(groups, ids))
+
+
+def leaderboard_frame(run_dirs: Sequence[Path | str], on_corrupt: str = "error",
+                      ) -> pd.DataFrame:
+    """One row per (run, checkpoint, setting): identity, settings, trajectory, robustness.
+
+    Args:
+        run_dirs: Run folders (each with ``run.json``; ``eval/`` may be missing).
+        on_corrupt: ``error`` (default) or ``warn``: what a corrupt line in the middle of
+            ``metrics.jsonl`` or ``records.jsonl`` does (a torn last line is dropped).
+
+    Returns:
+        The frame described in the module docstring.
+
+    Raises:
+        UserError: A path is not a run folder, one is given twice, or a file is damaged.
+    """
+    return build_tables(load_runs(run_dirs, on_corrupt)).frame
