@@ -15,7 +15,9 @@ from torch import nn
 
 from marginrobust.errors import UserError
 from marginrobust.evaluate.certify import (
+    NotCertifiable,
     certified_accuracy,
+    certify_reason,
     conv2d_norm_bound,
     ibp_certified,
     lipschitz_radii,
@@ -418,7 +420,8 @@ def test_user_errors_name_the_problem(mlp):
     x, y = torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long)
     with pytest.raises(UserError, match="Tanh"):
         operator_norm_bounds(nn.Sequential(nn.Tanh(), nn.Linear(2, 2)), (2,))
-    with pytest.raises(UserError, match="nn.Sequential"):
+    with pytest.raises(NotCertifiable, match="cannot certify ModuleList: its forward cannot be "
+                                             "traced"):
         lipschitz_radii(nn.ModuleList([nn.Linear(2, 2)]), x, y)
     with pytest.raises(UserError, match="another model"):
         lipschitz_radii(mlp, x, y, bounds=operator_norm_bounds(mlp, (64,)))
@@ -428,6 +431,244 @@ def test_user_errors_name_the_problem(mlp):
         ibp_certified(mlp, x + 1, y, 0.1, "Linf")
     with pytest.raises(UserError, match="labels"):
         lipschitz_radii(mlp, x, torch.full((3,), 10))
+
+
+# ---------------------------------------------------------------- any module, not only Sequential
+
+
+class ConvNet(nn.Module):
+    """conv → relu → flatten → linear in forward, in one of several spellings."""
+
+    def __init__(self, style: str, bias: bool) -> None:
+        super().__init__()
+        self.style = style
+        self.conv = nn.Conv2d(1, 4, 3, padding=1, bias=bias)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4 * 8 * 8, 10, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if self.style == "functional":
+            return self.fc(F.relu(h).view(h.size(0), -1))
+        if self.style == "torch":
+            return self.fc(torch.flatten(torch.relu(h), 1))
+        return self.fc(self.act(h).reshape(h.shape[0], -1))  # modules and reshape
+
+
+def _sequential_twin(net: ConvNet) -> nn.Sequential:
+    return nn.Sequential(net.conv, nn.ReLU(), nn.Flatten(), net.fc)
+
+
+@pytest.fixture(scope="module")
+def conv_nets(digits) -> dict[bool, ConvNet]:
+    """Per bias mode (none / first layer), a ConvNet trained on digits."""
+    x, y = digits
+    nets = {}
+    for bias in (False, True):
+        torch.manual_seed(2)
+        net = ConvNet("modules", bias)
+        _train(_sequential_twin(net), x[:1500], y[:1500], 150)
+        nets[bias] = net.eval()
+    return nets
+
+
+@pytest.mark.parametrize("style", ["functional", "torch", "modules"])
+@pytest.mark.parametrize("bias", [False, True], ids=["bias-free", "first-bias"])
+def test_a_plain_module_gets_exactly_the_certificates_of_its_sequential(
+        style, bias, conv_nets, test_points):
+    net = copy.deepcopy(conv_nets[bias])
+    net.style = style
+    seq = _sequential_twin(net)
+    x, y = test_points
+    assert certify_reason(net, (1, 8, 8)) is None
+    b_net, b_seq = operator_norm_bounds(net, (1, 8, 8)), operator_norm_bounds(seq, (1, 8, 8))
+    assert [b.bound for b in b_net] == [b.bound for b in b_seq]
+    assert [b.in_shape for b in b_net] == [b.in_shape for b in b_seq]
+    a, b = lipschitz_radii(net, x, y), lipschitz_radii(seq, x, y)
+    assert a.correct.mean() > 0.8
+    for field in ("l2", "linf", "correct", "margin"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.k_sub == b.k_sub
+    for eps in (0.0, 0.01, 0.03):
+        np.testing.assert_array_equal(ibp_certified(net, x, y, eps, "Linf"),
+                                      ibp_certified(seq, x, y, eps, "Linf"))
+    assert ibp_certified(net, x, y, 0.01, "Linf").any()
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["bias-free", "first-bias"])
+def test_fmn_never_finds_an_adversarial_inside_a_plain_modules_radius(bias, conv_nets,
+                                                                      test_points):
+    net = copy.deepcopy(conv_nets[bias])
+    net.style = "functional"
+    x, y = test_points
+    res = lipschitz_radii(net, x, y)
+    fmodel = fb.PyTorchModel(net, bounds=(0, 1))
+    for attack, radius, order in ((fb.attacks.L2FMNAttack(steps=50), res.l2, 2),
+                                  (fb.attacks.LInfFMNAttack(steps=50), res.linf, math.inf)):
+        torch.manual_seed(0)
+        _, adv, success = attack(fmodel, x, y, epsilons=None)
+        dist = (adv - x).flatten(1).double().norm(p=order, dim=1).numpy()
+        ok = success.numpy() & res.correct
+        assert ok.sum() > 50
+        # float32 attack points sit on the float32 decision boundary: allow its rounding.
+        assert (radius[ok] <= dist[ok] * (1 + 1e-4)).all()
+    for p in net.parameters():
+        p.grad = None
+
+
+class FunctionalLayers(nn.Module):
+    """Functional pools and leaky ReLU, dropout and a flatten: the Sequential below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.fc = nn.Linear(6 * 2 * 2, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool2d(F.leaky_relu(self.conv1(x), 0.1), 2)
+        h = F.max_pool2d(F.relu(self.conv2(F.dropout(h, 0.5, self.training))), 2)
+        return self.fc(h.flatten(1).contiguous())
+
+
+def test_functional_layers_match_their_modules():
+    torch.manual_seed(0)
+    net = FunctionalLayers()
+    seq = nn.Sequential(net.conv1, nn.LeakyReLU(0.1), nn.AvgPool2d(2), nn.Dropout(0.5),
+                        net.conv2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Identity(),
+                        net.fc)
+    x = torch.rand(64, 1, 8, 8)
+    with torch.no_grad():
+        y = seq.eval()(x).argmax(1)
+    net.train()  # F.dropout(training=True) is traced, and still read as the identity
+    kinds = [b.kind for b in operator_norm_bounds(net, (1, 8, 8))]
+    assert kinds == ["Conv2d", "LeakyReLU", "AvgPool2d", "Dropout", "Conv2d", "ReLU",
+                     "MaxPool2d", "Reshape", "Identity", "Linear"]
+    assert [b.bound for b in operator_norm_bounds(net, (1, 8, 8))] == \
+        [b.bound for b in operator_norm_bounds(seq, (1, 8, 8))]
+    a, b = lipschitz_radii(net, x, y), lipschitz_radii(seq, x, y)
+    np.testing.assert_array_equal(a.l2, b.l2)
+    np.testing.assert_array_equal(a.linf, b.linf)
+    np.testing.assert_array_equal(ibp_certified(net, x, y, 0.02, "Linf"),
+                                  ibp_certified(seq, x, y, 0.02, "Linf"))
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        return self.fc2(torch.relu(self.fc1(h)) + h)
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 10), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        return torch.relu(self.fc1(h)), self.fc2(h)
+
+
+class WithBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), \
+            nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.bn(self.conv(x)), 1))
+
+
+class Sigmoid(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 8), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.sigmoid(self.fc1(x.view(x.size(0), -1))))
+
+
+class MixesExamples(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(-1, 32))  # two rows per 8x8 digit
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            x = x * 2
+        return self.fc(x.flatten(1))
+
+
+class ScaledLinear(nn.Linear):
+    """A Linear subclass whose forward is not nn.Linear's: it must not be taken as one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 3
+
+
+def _hooked() -> nn.Module:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    model[1].register_forward_hook(lambda module, args, out: out * 2)
+    return model
+
+
+@pytest.mark.parametrize("model, sentence", [
+    (Residual(), "cannot certify Residual: add (a skip connection) at node 'add' is not a "
+                 "supported operation"),
+    (TwoHeads(), "cannot certify TwoHeads: the output of 'flatten' is read by both 'fc1' "
+                 "and 'fc2' (a branch)"),
+    (WithBatchNorm(), "cannot certify WithBatchNorm: BatchNorm2d at module 'bn' is not a "
+                      "supported operation"),
+    (Sigmoid(), "cannot certify Sigmoid: sigmoid at node 'sigmoid' is not a supported "
+                "operation"),
+    (MixesExamples(), "cannot certify MixesExamples: Reshape at 'reshape' does not keep the "
+                      "examples of a batch apart"),
+    (DataDependent(), "cannot certify DataDependent: its forward cannot be traced with "
+                      "torch.fx (symbolically traced variables cannot be used as inputs to "
+                      "control flow)"),
+    (nn.Sequential(nn.Flatten(), DataDependent()),
+     "cannot certify Sequential: DataDependent at module '1' cannot be traced with torch.fx "
+     "(symbolically traced variables cannot be used as inputs to control flow)"),
+    (_hooked(), "cannot certify Sequential: Linear at module '1' has forward hooks, which "
+                "certification cannot read"),
+    (nn.Sequential(nn.Flatten(), ScaledLinear(64, 10)),
+     "cannot certify Sequential: linear at node 'linear' in ScaledLinear '1' is not a "
+     "supported operation"),
+])
+def test_uncertifiable_models_are_named_in_one_sentence(model, sentence):
+    x, y = torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long)
+    reason = certify_reason(model, (1, 8, 8))
+    assert reason is not None and reason.startswith(sentence)
+    assert "\n" not in reason and reason.count(". ") == 0
+    for certificate in (lambda: lipschitz_radii(model, x, y),
+                        lambda: ibp_certified(model, x, y, 0.1),
+                        lambda: operator_norm_bounds(model, (1, 8, 8))):
+        with pytest.raises(NotCertifiable) as info:
+            certificate()
+        assert str(info.value) == reason
+        assert isinstance(info.value, UserError)
+
+
+def test_certify_reason_accepts_the_registered_models():
+    for name, kwargs in (("mlp", {"widths": (16,)}), ("cnn", {"width": 0.25}),
+                         ("vgg16", {"width": 0.125})):
+        model = create_model(name, in_chans=1, img_size=8, **kwargs)
+        assert certify_reason(model, (1, 8, 8)) is None, name
+    with pytest.raises(UserError, match="do not fit"):
+        certify_reason(create_model("mlp", in_chans=1, img_size=8), (1, 9, 9))
 
 
 def test_certified_accuracy_is_strict_and_uses_correctness():
