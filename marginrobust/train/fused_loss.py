@@ -52,7 +52,12 @@ SMALL_S = -30.0
 
 def _forward(logits: torch.Tensor, y: torch.Tensor, log_frame: float
              ) -> tuple[torch.Tensor, ...]:
-    """rel, log ℓ and what the backward needs (p, d log ℓ/d s, w), all float64."""
+    """rel, log ℓ and what the backward needs, all float64, in about twenty kernels.
+
+    The values are those of ``margins.log_losses`` bit for bit: the same formulas in the
+    same order (the reference's clamps only keep autograd away from the unused branch of
+    ``where``, and no autograd runs here, so an inf there is harmless).
+    """
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must be (batch, classes) with at least two classes, "
                          f"not {tuple(logits.shape)}")
@@ -63,26 +68,30 @@ def _forward(logits: torch.Tensor, y: torch.Tensor, log_frame: float
     # logsumexp by hand, as torch computes it (max, then log of the shifted sum, plus the
     # max), so that s has the reference's bits and the softmax p comes for free.
     m = d.amax(dim=1, keepdim=True)  # finite: at least one j ≠ y
-    p = torch.exp(d - m)  # exactly 0 at j = y
+    p = (d - m).exp_()  # exactly 0 at j = y
     total = p.sum(dim=1, keepdim=True)
-    s = (torch.log(total) + m).squeeze(1)
+    s = (total.log() + m).squeeze(1)
     p.div_(total)
+    u = torch.exp(s)
+    sp = F.softplus(s)
     small = s < SMALL_S
-    # Each branch clamped to its own domain, as in margins.log_losses, so the unused one
-    # cannot produce inf or NaN.
-    s_lo = s.clamp(max=SMALL_S)
-    s_hi = s.clamp(min=SMALL_S)
-    e_lo = torch.exp(s_lo)
-    sp = F.softplus(s_hi)
-    log_l = torch.where(small, s_lo - 0.5 * e_lo, torch.log(sp))
-    # σ(s) as torch's softplus backward has it: 1 above its threshold (20), where softplus
-    # itself returns s; z/(z+1) with z = e^s below.
-    e_hi = torch.exp(s_hi)
-    sigma = torch.where(s_hi > 20.0, 1.0, e_hi / (e_hi + 1.0))
-    dlds = torch.where(small, 1.0 - 0.5 * e_lo, sigma / sp)
+    log_l = torch.where(small, s - 0.5 * u, torch.log(sp))
     w = torch.exp(log_l - log_frame)
-    rel = w.mean()
-    return rel, log_l, p, dlds, w
+    return w.mean(), log_l, p, s, u, sp, small, w
+
+
+def _backward(g: torch.Tensor, y: torch.Tensor, p: torch.Tensor, s: torch.Tensor,
+              u: torch.Tensor, sp: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """∂/∂f (float64) given g = ∂/∂ log ℓ per example."""
+    # d log ℓ/d s on the large branch exactly as autograd forms it through log and
+    # torch's softplus (whose derivative is 1 above its threshold of 20, as its value is s).
+    large = torch.ops.aten.softplus_backward(g / sp, s, 1.0, 20.0)
+    # On the small branch d/ds (s − e^s/2) = 1 − e^s/2.
+    row = torch.where(small, torch.addcmul(g, g, u, value=-0.5), large).unsqueeze(1)
+    grad = p * row
+    # ∂s/∂f_y = −Σ_{j≠y} p_j = −1.
+    grad.scatter_(1, y.view(-1, 1), -row)
+    return grad
 
 
 class FusedLogLoss(torch.autograd.Function):
@@ -96,8 +105,8 @@ class FusedLogLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, y: torch.Tensor,
                 log_frame: float) -> tuple[torch.Tensor, torch.Tensor]:
-        rel, log_l, p, dlds, w = _forward(logits, y, float(log_frame))
-        ctx.save_for_backward(y, p, dlds, w)
+        rel, log_l, *saved = _forward(logits, y, float(log_frame))
+        ctx.save_for_backward(y, *saved)
         ctx.logits_dtype = logits.dtype
         # Unused outputs get None rather than a tensor of zeros: no kernel for them.
         ctx.set_materialize_grads(False)
@@ -107,7 +116,7 @@ class FusedLogLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g_rel: torch.Tensor | None, g_log_l: torch.Tensor | None
                  ) -> tuple[torch.Tensor | None, None, None]:
-        y, p, dlds, w = ctx.saved_tensors
+        y, p, s, u, sp, small, w = ctx.saved_tensors
         if g_rel is None and g_log_l is None:
             return None, None, None
         # ∂/∂ log ℓ_b of what was differentiated: (g/B)·w_b from rel, plus g_log_l.
@@ -117,10 +126,7 @@ class FusedLogLoss(torch.autograd.Function):
         if g_log_l is not None:
             g = g_log_l if g is None else g + g_log_l
         assert g is not None
-        row = (g * dlds).unsqueeze(1)  # ∂/∂ s_b
-        grad = p * row
-        grad.scatter_(1, y.view(-1, 1), -row)
-        return grad.to(ctx.logits_dtype), None, None
+        return _backward(g, y, p, s, u, sp, small).to(ctx.logits_dtype), None, None
 
 
 def framed_loss(logits: torch.Tensor, y: torch.Tensor, log_frame: float = 0.0) -> torch.Tensor:
