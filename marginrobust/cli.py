@@ -8,7 +8,9 @@ a one-line error answer at once. The option lists live in ``cli_options``.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,6 +38,13 @@ __all__ = ["SCHEDULE_NAMES", "build_evaluator", "main", "summary_table"]
 def main() -> None:
     """Train homogeneous networks far past fitting and measure how their normalized
     margin and adversarial robustness move together (Lyu & Li, ICLR 2020)."""
+    # A program, not a library: warnings read as one line, without file and source line.
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None, **_: Any) -> str:
+    return f"Warning: {message}\n"
 
 
 @main.command("models")
