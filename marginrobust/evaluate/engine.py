@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_ATTACKS = ("autoattack", "pgd", "fmn")
 
 
-
 class Evaluator:
     """Runs attacks and certificates on classifiers with inputs in [0, 1].
 
