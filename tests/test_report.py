@@ -36,17 +36,25 @@ from marginrobust.report.columns import INTEGER_COLUMNS, STRING_COLUMNS, eps_lab
 from marginrobust.report.compare import compare, compare_plot, format_compare
 from marginrobust.report.guard import MARKER
 from marginrobust.report.links import link_statistics
-from marginrobust.report.loader import load_all_distances, load_distances, load_runs
+from marginrobust.report.loader import (
+    load_all_distances,
+    load_distances,
+    load_runs,
+    pick_distances,
+)
 from marginrobust.report.methods import minimal_norm_methods
 from marginrobust.report.plots import (
+    first_last_curves,
     margin_plot,
     robust_vs_eps_plot,
     robust_vs_margin_plot,
+    series,
     write_plots,
 )
 from marginrobust.report.publish import publish, update_leaderboard
 from marginrobust.report.render import static_text
 from marginrobust.report.tables import build_tables, leaderboard_frame
+from marginrobust.results import ArrayKey
 
 EPS = {"L2": (0.5, 1.0), "Linf": (8 / 255,)}
 CHECKPOINTS = (0, 10, 20, 30)
@@ -191,6 +199,11 @@ def make_delta(root: Path) -> Path:
             recs.append(record("delta", epoch, "test", method, "L2", 0.5, None, n=10, seed=0,
                                config="{}", skipped=NOT_CERTIFIABLE))
     write_records(run, recs)
+    for epoch in (0, 10, 20):
+        # Per-point distances of each (n, seed), named as the results store names them.
+        write_arrays(run, f"epoch-{epoch:06d}", {
+            ArrayKey("test", "fmn", "L2", None, "distances", n, seed, '{"steps":100}').to_str():
+            np.full(n, float(seed)) for n, seed in ((10, 0), (20, 7))})
     return run
 
 
@@ -450,7 +463,7 @@ def test_minimal_norm_attacks_come_from_the_registry(runs: dict[str, Path],
         assert row(frame, "gamma", 5)["median_dist_test_L2"] == 0.25
         found = load_distances(run, "epoch-000005", minimal_norm_methods(
             [{"method": "plugin-minimal"}, {"method": "plugin-fixed"}]))
-        assert found[("test", "L2")].attacks == ("plugin-minimal",)
+        assert found[("test", "L2", None, None)].attacks == ("plugin-minimal",)
         files = write_leaderboard([run], tmp_path / "board")
         assert "plots/digits_mlp_robust_vs_eps_test_L2.png" in files
     finally:
@@ -707,25 +720,45 @@ def test_plots_draw_one_line_per_setting(delta: Path, tmp_path: Path) -> None:
     names = {p.name for p in written[("digits", "cnn")]}
     assert {"digits_cnn_margins.png", "digits_cnn_robust_vs_epoch_test_L2.png",
             "digits_cnn_robust_vs_margin_test_L2.png"} <= names
-    from marginrobust.report.plots import series
-
     labels = [label for label, _ in series(frame)]
     assert labels == ["delta (n=10, seed=0, settings A)", "delta (n=10, seed=0, settings B)",
                       "delta (n=20, seed=7, settings B)"]
 
 
 def test_load_distances_keeps_the_smallest(runs: dict[str, Path]) -> None:
+    # Arrays of the first layout: no n, seed or config in their names.
     found = load_distances(runs["alpha"], "epoch-000030", {"fmn", "ddn"})
-    distances = found[("test", "L2")]
+    distances = found[("test", "L2", None, None)]
     assert distances.attacks == ("ddn", "fmn")
     expected = fmn_distances(3)
     expected[:5] *= 0.5
     np.testing.assert_array_equal(distances.values, expected)
-    assert found[("train", "L2")].attacks == ("fmn",)
+    assert found[("train", "L2", None, None)].attacks == ("fmn",)
     assert load_distances(runs["gamma"], "epoch-000000", {"fmn"}) == {}
     # Only the minimal-norm methods count.
-    assert load_distances(runs["alpha"], "epoch-000030", {"ddn"})[("test", "L2")].attacks == (
-        "ddn",)
+    only = load_distances(runs["alpha"], "epoch-000030", {"ddn"})
+    assert only[("test", "L2", None, None)].attacks == ("ddn",)
+    # A row of that time (n known, seed not) finds them.
+    assert pick_distances(found, "test", "L2", 10, None) is distances
+
+
+def test_distances_of_each_setting_stay_apart(delta: Path, tmp_path: Path) -> None:
+    found = load_distances(delta, "epoch-000020", {"fmn"})
+    assert set(found) == {("test", "L2", 10, 0), ("test", "L2", 20, 7)}
+    assert pick_distances(found, "test", "L2", 20, 7).values.tolist() == [7.0] * 20
+    assert pick_distances(found, "test", "L2", 20, None) is None
+    loaded = load_runs([delta])
+    frame = build_tables(loaded).frame
+    curves, attacks = first_last_curves(frame, load_all_distances(loaded, {"fmn"}), "test", "L2")
+    assert attacks == ["fmn"]
+    assert [(label, len(d)) for label, d in curves] == [
+        ("delta (n=10, seed=0, settings A) @ epoch 0", 10),
+        ("delta (n=10, seed=0, settings A) @ epoch 20", 10),
+        ("delta (n=10, seed=0, settings B) @ epoch 0", 10),
+        ("delta (n=10, seed=0, settings B) @ epoch 20", 10),
+        ("delta (n=20, seed=7, settings B) @ epoch 0", 20),
+        ("delta (n=20, seed=7, settings B) @ epoch 20", 20)]
+    assert compare_plot([delta], tmp_path / "cmp.png") == tmp_path / "cmp.png"
 
 
 # ---------------------------------------------------------------------------- compare

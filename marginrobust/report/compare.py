@@ -25,9 +25,9 @@ from ..errors import UserError
 from ..train.checkpoints import CHECKPOINT_DIR
 from .columns import IDENTITY, SETTINGS, SKIPPED, STRING_COLUMNS, pair_order
 from .formatting import format_value, json_records, json_value
-from .loader import load_distances, load_runs
+from .loader import load_distances, load_runs, pick_distances
 from .methods import minimal_norm_methods
-from .plots import draw_robust_vs_eps, eps_marks, panel_grid, save, setting_text
+from .plots import draw_robust_vs_eps, eps_marks, known, panel_grid, save, setting_text
 from .tables import build_tables
 
 FORMATS = ("table", "csv", "json")
@@ -157,15 +157,23 @@ def compare_plot(paths: Sequence[Path | str], out_png: Path | str) -> Path | Non
     """
     rows, minimal = _rows(paths)
     curves: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
-    # Distances belong to a checkpoint, not to a setting: one curve per item given.
-    items = rows.drop_duplicates("item")
-    bases = items["base"].tolist()
-    for k, row in enumerate(items.to_dict("records")):
-        name = row["base"] if bases.count(row["base"]) == 1 else f"{row['base']}#{k + 1}"
-        found = load_distances(row["run_dir"], row["checkpoint"], minimal)
-        for pair, distances in found.items():
-            label = f"{name} ({row['dataset']} · {row['model']})"
-            curves.setdefault(pair, []).append((label, distances.values))
+    # Distances belong to a checkpoint's points (n, seed), not to attack options: one curve
+    # per item given and (n, seed).
+    bases = rows.drop_duplicates("item")["base"].tolist()
+    for _, of_item in rows.groupby("item", sort=True):
+        points = of_item.drop_duplicates(["n", "seed"])
+        for row in points.to_dict("records"):
+            name = row["base"]
+            if bases.count(name) > 1:
+                name += f"#{row['item'] + 1}"
+            if len(points) > 1:
+                name += f" (n={known(row['n'])}, seed={known(row['seed'])})"
+            found = load_distances(row["run_dir"], row["checkpoint"], minimal)
+            for split, norm in {(k[0], k[1]) for k in found}:
+                picked = pick_distances(found, split, norm, known(row["n"]), known(row["seed"]))
+                if picked is not None:
+                    label = f"{name} ({row['dataset']} · {row['model']})"
+                    curves.setdefault((split, norm), []).append((label, picked.values))
     if not curves:
         return None
     fig, axes = panel_grid(len(curves), max_cols=2, width=6.5, height=4.6)

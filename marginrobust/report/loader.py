@@ -13,7 +13,7 @@ Readers stop at nothing silently: a torn last line of ``metrics.jsonl`` or
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import RUN_FILE, read_jsonl, read_run_json
-from ..results import EVAL_DIR, RECORDS
+from ..results import EVAL_DIR, RECORDS, ArrayKey
 from ..train.checkpoints import list_checkpoints
 from ..train.metrics_log import JSONL as METRICS_FILE
 
@@ -31,6 +31,10 @@ RECORD_DEFAULTS: dict[str, Any] = {"seed": None, "config": "", "skipped": None,
                                    "median_distance": None, "min_distance": None,
                                    "robust_acc": None, "clean_acc": None, "flags": ()}
 DISTANCES = "distances"
+# (split, norm, n, seed) of per-point distances: arrays of one (n, seed) belong to the same
+# points, so only they may be combined. n and seed are None for arrays stored before
+# settings were (their records carry no seed either).
+DistanceKey = tuple[str, str, "int | None", "int | None"]
 
 
 @dataclass
@@ -150,20 +154,11 @@ def load_runs(run_dirs: Sequence[Path | str], on_corrupt: str = "error") -> list
     return runs
 
 
-def _distance_key(key: str) -> tuple[str, str, str] | None:
-    """(split, method, norm) of a per-point distance array, else None.
-
-    The results store names these arrays ``{split}/{method}/{norm}/distances``; this is the
-    one place that reads that layout.
-    """
-    parts = key.split("/")
-    if len(parts) == 4 and parts[3] == DISTANCES:
-        return parts[0], parts[1], parts[2]
-    return None
-
-
-def read_arrays(run_dir: str | Path, checkpoint: str) -> dict[str, np.ndarray]:
+def read_arrays(run_dir: str | Path, checkpoint: str) -> dict[ArrayKey, np.ndarray]:
     """The per-point arrays the Evaluator stored for one checkpoint (empty if none).
+
+    Names are read with :meth:`ArrayKey.parse` (the current layout and the first one);
+    arrays under other names are left out.
 
     Args:
         run_dir: The run folder.
@@ -174,36 +169,60 @@ def read_arrays(run_dir: str | Path, checkpoint: str) -> dict[str, np.ndarray]:
         return {}
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            raw = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} cannot be read as per-point arrays ({exc})") from None
+    keys = {name: ArrayKey.parse(name) for name in raw}
+    return {key: raw[name] for name, key in keys.items() if key is not None}
 
 
 def load_distances(run_dir: str | Path, checkpoint: str,
-                   minimal: Collection[str]) -> dict[tuple[str, str], Distances]:
-    """Per-point minimal adversarial distances of a checkpoint, per (split, norm).
+                   minimal: Collection[str]) -> dict[DistanceKey, Distances]:
+    """Per-point minimal adversarial distances of a checkpoint, per (split, norm, n, seed).
 
-    Where several minimal-norm attacks ran, each point keeps the smallest distance any of
-    them found: every attack's distance bounds the true minimal distance from above, so the
-    smallest is the tightest bound (and the robust accuracy read from it an upper bound).
+    Where several minimal-norm attacks (or one with several option sets) ran on the same
+    points, each point keeps the smallest distance any of them found: every attack's
+    distance bounds the true minimal distance from above, so the smallest is the tightest
+    bound (and the robust accuracy read from it an upper bound).
 
     Args:
         run_dir: The run folder.
         checkpoint: Checkpoint name (file stem).
         minimal: The minimal-norm methods (see :mod:`marginrobust.report.methods`).
     """
-    found: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    found: dict[DistanceKey, dict[str, list[np.ndarray]]] = {}
     for key, values in read_arrays(run_dir, checkpoint).items():
-        parsed = _distance_key(key)
-        if parsed and parsed[1] in minimal:
-            split, method, norm = parsed
-            found.setdefault((split, norm), {})[method] = np.asarray(values, float)
-    return {pair: Distances(np.min(np.stack(list(by.values())), axis=0), tuple(sorted(by)))
-            for pair, by in found.items()}
+        if key.kind == DISTANCES and key.method in minimal and key.norm is not None:
+            by = found.setdefault((key.split, key.norm, key.n, key.seed), {})
+            by.setdefault(key.method, []).append(np.asarray(values, float))
+    out = {}
+    for where, by in found.items():
+        arrays = [a for per_method in by.values() for a in per_method]
+        if len({a.shape for a in arrays}) == 1:  # the same points, or nothing to combine
+            out[where] = Distances(np.min(np.stack(arrays), axis=0), tuple(sorted(by)))
+    return out
+
+
+def pick_distances(found: Mapping[DistanceKey, Distances], split: str, norm: str,
+                   n: int | None, seed: int | None) -> Distances | None:
+    """The distances of one leaderboard row's setting among :func:`load_distances`' result.
+
+    Arrays of the row's (n, seed); for a row whose records carry no seed (stored before
+    settings were), the arrays of that time, which carry neither.
+
+    Args:
+        found: What :func:`load_distances` gave for the row's checkpoint.
+        split, norm: The figure.
+        n, seed: The row's settings (None where not recorded, never NaN).
+    """
+    exact = found.get((split, norm, n, seed))
+    if exact is None and seed is None:
+        return found.get((split, norm, None, None))
+    return exact
 
 
 def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
-                       ) -> dict[tuple[str, str], dict[tuple[str, str], Distances]]:
+                       ) -> dict[tuple[str, str], dict[DistanceKey, Distances]]:
     """:func:`load_distances` of every evaluated checkpoint of some runs.
 
     Args:
@@ -211,7 +230,7 @@ def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
         minimal: The minimal-norm methods.
 
     Returns:
-        ``{(run label, checkpoint): {(split, norm): distances}}``, checkpoints without
+        ``{(run label, checkpoint): {(split, norm, n, seed): distances}}``, checkpoints without
         distances left out.
     """
     out = {}

@@ -24,7 +24,7 @@ EVALUATOR_METHODS = frozenset({"worst", "certified", "certify-lipschitz", "certi
 def _register_builtins() -> None:
     # Importing the evaluation package registers the built-in attacks (torch, foolbox: slow,
     # so only when a question is asked).
-    import marginrobust.evaluate  # noqa: F401
+    from .. import evaluate  # noqa: F401
 
 
 def registered_minimal_norm(method: str) -> bool | None:

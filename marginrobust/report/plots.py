@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 
 from ..io import atomic_write
 from .columns import eps_columns, slug, split_norms
-from .loader import Distances
+from .loader import DistanceKey, Distances, pick_distances
 
 # (column prefix, legend label, line style, marker) of the accuracies drawn along training.
 ACCURACY_MEASURES = (("aa", "AutoAttack", "-", "o"),
@@ -38,8 +38,9 @@ ACCURACY_MEASURES = (("aa", "AutoAttack", "-", "o"),
                      ("cert", "certified", ":", "^"))
 MARGINS = (("normalized_margin", "normalized margin γ̄"), ("smoothed_margin", "smoothed margin γ̃"))
 DPI = 110
-# {(run, checkpoint): {(split, norm): distances}}, as loader.load_all_distances gives it.
-DistanceTable = Mapping[tuple[str, str], Mapping[tuple[str, str], Distances]]
+# {(run, checkpoint): {(split, norm, n, seed): distances}}, as loader.load_all_distances
+# gives it.
+DistanceTable = Mapping[tuple[str, str], Mapping[DistanceKey, Distances]]
 
 
 def group_title(frame: pd.DataFrame) -> str:
@@ -70,6 +71,29 @@ def save(fig: Figure, out_png: str | Path) -> Path:
 
 def _epoch_text(value: object) -> str:
     return "?" if value is None or pd.isna(value) else f"{float(value):.0f}"
+
+
+def known(value: object) -> int | None:
+    """A count of a frame cell as an int, or None where it is missing.
+
+    Args:
+        value: A cell (int, float, NaN or NA).
+    """
+    return None if value is None or pd.isna(value) else int(value)  # type: ignore[arg-type]
+
+
+def row_distances(distances: DistanceTable, run: str, row: Mapping[str, object], split: str,
+                  norm: str) -> Distances | None:
+    """The per-point distances behind one leaderboard row (its checkpoint and setting).
+
+    Args:
+        distances: Per (run, checkpoint), the per-point distances.
+        run: The row's run.
+        row: The row (``checkpoint``, ``n``, ``seed`` are read).
+        split, norm: The figure.
+    """
+    found = distances.get((run, str(row["checkpoint"])), {})
+    return pick_distances(found, split, norm, known(row.get("n")), known(row.get("seed")))
 
 
 def setting_text(row: Mapping[str, object]) -> str:
@@ -319,11 +343,13 @@ def robust_vs_eps_plot(curves: Sequence[tuple[str, np.ndarray]], title: str,
 
 def first_last_curves(frame: pd.DataFrame, distances: DistanceTable, split: str, norm: str,
                       ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Distance curves of the first and last checkpoint of each run that have them.
+    """Distance curves of the first and last checkpoint of each line that have them.
+
+    A line is a run, or a run and setting where it has several (:func:`series`).
 
     Args:
         frame: Leaderboard rows.
-        distances: Per (run, checkpoint), the per-point distances per (split, norm).
+        distances: Per (run, checkpoint), the per-point distances per (split, norm, n, seed).
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
 
@@ -331,13 +357,11 @@ def first_last_curves(frame: pd.DataFrame, distances: DistanceTable, split: str,
         (``(label, distances)`` pairs, names of the attacks the distances come from).
     """
     curves, attacks = [], set()
-    for run, rows in frame.groupby("run", sort=False):
-        rows = rows.drop_duplicates("checkpoint").assign(
-            epoch=rows["epoch"].astype("float64")).sort_values("epoch")
-        have = [(row, found[(split, norm)]) for _, row in rows.iterrows()
-                if (split, norm) in (found := distances.get((str(run), row["checkpoint"]), {}))]
+    for label, rows in series(frame):
+        have = [(row, found) for row in rows.to_dict("records")
+                if (found := row_distances(distances, str(row["run"]), row, split, norm))]
         for row, found in have[:1] + have[1:][-1:]:
-            curves.append((f"{run} @ epoch {_epoch_text(row['epoch'])}", found.values))
+            curves.append((f"{label} @ epoch {_epoch_text(row['epoch'])}", found.values))
             attacks.update(found.attacks)
     return curves, sorted(attacks)
 
