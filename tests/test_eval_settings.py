@@ -203,20 +203,18 @@ def test_an_uncertifiable_model_keeps_its_attack_figures(digits):
     assert not any(r.skipped for r in again.records)
 
 
-def test_a_plain_module_is_certified_once_the_certificates_support_it(digits):
-    from marginrobust.evaluate import certify
-
+def test_a_plain_module_is_certified_like_a_sequential(digits):
     torch.manual_seed(0)
     x, y = digits.x_test[:20], digits.y_test[:20]
     ev = Evaluator(threats=LINF, attacks=("pgd",), n=20, device="cpu")
-    records = ev.evaluate(Plain(), x, y).records
+    plain = Plain()
+    records = ev.evaluate(plain, x, y).records
+    chain = nn.Sequential(nn.Flatten(), plain.a, nn.ReLU(), plain.b)
+    same = ev.evaluate(chain, x, y).records
     cert = [r for r in records if r.method.startswith("certif")]
-    assert len(cert) == 3 and any(r.method == "pgd" and r.robust_acc is not None
-                                  for r in records)
-    if hasattr(certify, "certify_reason"):
-        assert all(r.skipped is None and r.robust_acc is not None for r in cert)
-    else:    # certificates that need an nn.Sequential: skipped, with the reason
-        assert all(r.skipped and "Sequential" in r.skipped for r in cert)
+    assert len(cert) == 3 and all(r.skipped is None and r.robust_acc is not None for r in cert)
+    assert [(r.method, r.robust_acc, r.median_distance) for r in records] == \
+           [(r.method, r.robust_acc, r.median_distance) for r in same]
 
 
 class Flagged(PGD):

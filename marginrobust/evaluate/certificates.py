@@ -9,32 +9,22 @@ what to reuse from an interrupted evaluation, and what to record.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
 from ..margins import param_norm
 from . import certify as _certify
+from .certify import NotCertifiable, certify_reason
 from .consistency import certified_mask
 from .store import NO_OPTIONS, ArrayKey
 from .threats import NORMS, ThreatModel
 from .unit import Unit
 
 CERTIFICATES = ("certify-lipschitz", "certify-ibp", "certified")
-
-
-class _NotCertifiable(UserError):
-    """Stand-in until :mod:`.certify` defines ``NotCertifiable``."""
-
-
-# The certificate module says which models it cannot certify; an older one only raised
-# UserError, which Certifier.not_certifiable's fallback turns into a reason.
-NotCertifiable: type[UserError] = getattr(_certify, "NotCertifiable", _NotCertifiable)
-_certify_reason: Callable[..., str | None] | None = getattr(_certify, "certify_reason", None)
 
 
 class Certifier:
@@ -56,13 +46,7 @@ class Certifier:
 
     def not_certifiable(self, model: nn.Module, shape: tuple[int, ...]) -> str | None:
         """Why ``model`` cannot be certified, in one sentence (None if it can)."""
-        if _certify_reason is not None:
-            return _certify_reason(model, shape)
-        try:
-            self.bounds(model, shape)
-        except UserError as exc:     # the certificate module's refusal of the model
-            return str(exc)
-        return None
+        return certify_reason(model, shape)
 
     def certificates(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      threats: Sequence[ThreatModel], clean: np.ndarray,
