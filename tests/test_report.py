@@ -48,11 +48,11 @@ from marginrobust.report.plots import (
     margin_plot,
     robust_vs_eps_plot,
     robust_vs_margin_plot,
-    series,
     write_plots,
 )
 from marginrobust.report.publish import publish, update_leaderboard
 from marginrobust.report.render import static_text
+from marginrobust.report.series import series
 from marginrobust.report.tables import build_tables, leaderboard_frame
 from marginrobust.results import ArrayKey
 
@@ -192,6 +192,11 @@ def make_delta(root: Path) -> Path:
         for (n, seed, config), acc in DELTA.items():
             recs.append(record("delta", epoch, "test", "autoattack", "L2", 0.5, acc(k), n=n,
                                seed=seed, config=config, skipped=None))
+            # The worst case over that AutoAttack set: its config names the set.
+            worst = json.dumps({"attacks": {"autoattack": json.loads(config)}},
+                               sort_keys=True, separators=(",", ":"))
+            recs.append(record("delta", epoch, "test", "worst", "L2", 0.5, acc(k) / 2, n=n,
+                               seed=seed, config=worst, skipped=None))
         for n, seed in ((10, 0), (20, 7)):
             recs.append(record("delta", epoch, "test", "fmn", "L2", 0.5, 0.3, 0.1 * n + k, 0.0,
                                n=n, seed=seed, config='{"steps":100}', skipped=None))
@@ -384,6 +389,9 @@ def test_settings_are_kept_apart(delta: Path) -> None:
                      & (frame["settings"] == ids[config])].sort_values("epoch")
         assert rows["epoch"].tolist() == [0, 10, 20]
         assert rows["aa_test_L2_0.5"].tolist() == pytest.approx([acc(k) for k in range(3)])
+        # The worst case taken over that AutoAttack set, not over the other one.
+        assert rows["worst_test_L2_0.5"].tolist() == pytest.approx(
+            [acc(k) / 2 for k in range(3)])
         # Each row's fmn median is the one of its own (n, seed).
         assert rows["median_dist_test_L2"].tolist() == pytest.approx(
             [0.1 * n + k for k in range(3)])

@@ -9,6 +9,7 @@ Layers, each importing only those above it in this list (and ``io``, ``results``
 * :mod:`.loader` — everything read from run folders;
 * :mod:`.tables` — records and metrics → the leaderboard frame and the settings table;
 * :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
+* :mod:`.series` — the lines of a figure: per run and evaluation setting;
 * :mod:`.plots` — figures, drawn from data they receive;
 * :mod:`.render` — Markdown and HTML (style sheet and script are package data files);
 * :mod:`.guard` — which folders the leaderboard may write into;

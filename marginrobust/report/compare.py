@@ -27,7 +27,8 @@ from .columns import IDENTITY, SETTINGS, SKIPPED, STRING_COLUMNS, pair_order
 from .formatting import format_value, json_records, json_value
 from .loader import load_distances, load_runs, pick_distances
 from .methods import minimal_norm_methods
-from .plots import draw_robust_vs_eps, eps_marks, known, panel_grid, save, setting_text
+from .plots import draw_robust_vs_eps, eps_marks, panel_grid, save
+from .series import known, setting_text
 from .tables import build_tables
 
 FORMATS = ("table", "csv", "json")

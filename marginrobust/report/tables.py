@@ -45,6 +45,7 @@ other column but the identity strings is float64.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
@@ -54,6 +55,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate.store import canonical_json
 from .columns import (
     ACCURACY_PREFIXES,
     IDENTITY,
@@ -128,11 +130,44 @@ def _groups(runs: Sequence[RunData]) -> list[_Group]:
             present = {m: list(dict.fromkeys(r["config"] for r in recs if r["method"] == m))
                        for m in varying}
             present = {m: c for m, c in present.items() if c}
-            for combo in itertools.product(*present.values()):
-                chosen = dict(zip(present, combo))
+            for chosen in _combinations(present):
                 rows = [r for r in recs if chosen.get(r["method"], r["config"]) == r["config"]]
                 groups.append(_Group(run, checkpoint, n, seed, tuple(chosen.items()), rows))
     return groups
+
+
+def _named_options(config: str) -> dict[str, str]:
+    """The options of other methods a config names (``worst``: the attacks it takes the
+    worst over, each with its options), as canonical JSON per method."""
+    try:
+        parsed = json.loads(config) if config else {}
+    except ValueError:
+        return {}
+    attacks = parsed.get("attacks") if isinstance(parsed, dict) else None
+    if not isinstance(attacks, dict):
+        return {}
+    return {str(m): canonical_json(o) for m, o in attacks.items()}
+
+
+def _combinations(present: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The option sets of the varying methods that make rows, one config per method.
+
+    Combinations where one method's config names another's options (``worst`` over an
+    AutoAttack set) and they differ are left out: that ``worst`` was not taken over that
+    AutoAttack. Every (method, config) keeps at least one row.
+    """
+    every = [dict(zip(present, combo)) for combo in itertools.product(*present.values())]
+
+    def consistent(chosen: dict[str, str]) -> bool:
+        return all(chosen.get(m, c) == c for config in chosen.values()
+                   for m, c in _named_options(config).items())
+
+    kept = [c for c in every if consistent(c)]
+    for method, configs in present.items():
+        for config in configs:
+            if not any(c[method] == config for c in kept):
+                kept.append(next(c for c in every if c[method] == config))
+    return kept
 
 
 def _identity(run: RunData) -> dict[str, Any]:
