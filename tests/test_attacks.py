@@ -15,14 +15,18 @@ from torch import nn
 
 from marginrobust.errors import UserError
 from marginrobust.evaluate.attacks import (
+    CE_LOGIT_SPREAD,
+    DDN,
     FMN,
     PGD,
     Attack,
     AttackResult,
+    FixedEpsilonAttack,
     LogitScaled,
     MinimalNormAttack,
     logit_scale,
 )
+from marginrobust.evaluate.attacks_foolbox import _LinfMarginPGD
 from marginrobust.evaluate.autoattack import AutoAttack
 from marginrobust.evaluate.threats import ThreatModel, default_threats, parse_eps_list
 from marginrobust.models import create_model
@@ -84,8 +88,17 @@ def make(name: str) -> Attack:
     return ATTACKS.get(name)(**FAST_OPTIONS.get(name, {}))
 
 
-def scaled_copy(model: nn.Module, x: torch.Tensor) -> LogitScaled:
-    return LogitScaled(model, logit_scale(model, x)).eval()
+def scaled_copy(attack: Attack, model: nn.Module, x: torch.Tensor) -> LogitScaled:
+    """The rescaled model ``attack`` attacks, rebuilt from its parts."""
+    return LogitScaled(model, logit_scale(model, x) / attack.logit_spread).eval()
+
+
+@pytest.fixture(scope="module")
+def more_points(digits):
+    """200 held-out points for the strength comparisons (32 are too few to show them)."""
+    images, labels = load_digits(return_X_y=True)
+    x = torch.tensor(images / 16, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    return x[1500:1700], torch.tensor(labels)[1500:1700]
 
 
 # --- threat models -------------------------------------------------------------------------
@@ -187,6 +200,30 @@ def test_registered_factories_take_options():
         ATTACKS.get("fmn")(steps=0)
 
 
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_describes_itself_in_one_sentence(name):
+    cls = ATTACKS.get(name)
+    text = cls.description
+    assert text and text[0].isupper() and text.endswith(".") and "\n" not in text
+    assert ". " not in text and len(text) <= 120, text
+    assert cls.minimal_norm is issubclass(cls, MinimalNormAttack)
+    assert cls.minimal_norm is not issubclass(cls, FixedEpsilonAttack)
+
+
+def test_minimal_norm_flags_and_logit_spreads():
+    assert FMN.minimal_norm and DDN.minimal_norm and not PGD.minimal_norm
+    assert not AutoAttack.minimal_norm
+    # cross-entropy attacks run at the measured spread; scale-invariant ones at 1
+    assert PGD().logit_spread == AutoAttack().logit_spread == DDN().logit_spread == 4.0
+    assert FMN().logit_spread == ATTACKS.get("deepfool")().logit_spread == 1.0
+    for bad in ({"losses": ()}, {"losses": ("hinge",)}, {"losses": ("margin", "margin")},
+                {"logit_spread": 0.0}, {"logit_spread": math.inf}):
+        with pytest.raises(UserError):
+            PGD(**bad)
+    with pytest.raises(UserError, match="logit_spread"):
+        AutoAttack(logit_spread=-1)
+
+
 def test_batching_does_not_change_minimal_norm_results(digits):
     model, x, y = digits
     whole = FMN()(model, x, y, THREATS["Linf"], seed=0)
@@ -196,20 +233,66 @@ def test_batching_does_not_change_minimal_norm_results(digits):
 
 # --- agreement with the libraries ----------------------------------------------------------
 
-def test_pgd_equals_direct_foolbox_call(digits):
+def test_pgd_equals_direct_foolbox_calls(digits):
+    """Cross-entropy then margin foolbox LinfPGD on the rescaled model, seeded once; a
+    point is robust only if it survives both."""
     model, x, y = digits
     threat = ThreatModel("Linf", (0.05, 0.1))
-    result = PGD()(model, x, y, threat, seed=3)
-
-    fmodel = fb.PyTorchModel(scaled_copy(model, x), bounds=(0, 1), device=x.device)
+    attack = PGD()
+    result = attack(model, x, y, threat, seed=3)
+    scaled = attack.attacked_model(model, x)
+    assert scaled.scale == pytest.approx(logit_scale(model, x) / CE_LOGIT_SPREAD)
+    assert result.logit_scale == scaled.scale
+    fmodel = fb.PyTorchModel(scaled, bounds=(0, 1), device=x.device)
     correct = torch.from_numpy(result.clean_correct)
     torch.manual_seed(3)
     for k, eps in enumerate(threat.epsilons):
-        _, _, success = fb.attacks.LinfPGD()(fmodel, x[correct], y[correct], epsilons=eps)
+        _, _, by_ce = fb.attacks.LinfPGD()(fmodel, x[correct], y[correct], epsilons=eps)
+        _, _, by_margin = _LinfMarginPGD()(fmodel, x[correct], y[correct], epsilons=eps)
         robust = np.zeros(N_EVAL, dtype=bool)
-        robust[correct.numpy()] = ~success.numpy()
+        robust[correct.numpy()] = ~(by_ce | by_margin).numpy()
         assert np.array_equal(result.robust[k], robust)
         assert result.robust_accuracy()[k] == robust.mean()
+
+
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.1), ("L2", 1.0)])
+def test_pgd_is_as_strong_as_foolbox_on_the_raw_logits(digits, more_points, norm, eps):
+    """At an ordinary logit scale (spread about 4), pgd leaves no more points robust than
+    foolbox's PGD called on the model itself with the same steps and seed; the former
+    attack (cross-entropy on logits divided by their spread) left more."""
+    model, _, _ = digits
+    x, y = more_points
+    threat = ThreatModel(norm, (eps,))
+    ours = PGD()(model, x, y, threat, seed=0)
+    former = PGD(losses=("crossentropy",), logit_spread=1.0)(model, x, y, threat, seed=0)
+    correct = torch.from_numpy(ours.clean_correct)
+    torch.manual_seed(0)
+    direct = fb.attacks.LinfPGD() if norm == "Linf" else fb.attacks.L2PGD()
+    _, _, success = direct(fb.PyTorchModel(model, bounds=(0, 1), device=x.device),
+                           x[correct], y[correct], epsilons=eps)
+    raw = float((~success).sum()) / len(x)
+    print(f"{norm} {eps}: raw foolbox {raw:.3f}, pgd {ours.robust_accuracy()[0]:.3f}, "
+          f"former {former.robust_accuracy()[0]:.3f}")
+    assert 2 < ours.logit_scale * CE_LOGIT_SPREAD < 10   # an ordinary scale
+    assert ours.robust_accuracy()[0] <= raw
+    assert former.robust_accuracy()[0] > raw + 0.02      # the weakness this fixes
+
+
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.1), ("L2", 1.0)])
+def test_apgd_ce_is_as_strong_as_pyautoattack_on_the_raw_logits(digits, more_points, norm,
+                                                                 eps):
+    """AutoAttack's cross-entropy attack has PGD's temperature dependence; at spread 4 it
+    is as strong as pyautoattack on the model itself, at spread 1 it was weaker."""
+    model, _, _ = digits
+    x, y = more_points
+    threat = ThreatModel(norm, (eps,))
+    options = {"version": "custom", "attacks_to_run": ["apgd-ce"]}
+    ours = AutoAttack(**options)(model, x, y, threat, seed=0)
+    former = AutoAttack(logit_spread=1.0, **options)(model, x, y, threat, seed=0)
+    raw = _direct_autoattack(model, x, y, norm, eps, 0, "custom", ["apgd-ce"],
+                             scaled=model).mean()
+    assert ours.robust_accuracy()[0] <= raw
+    assert former.robust_accuracy()[0] > raw + 0.02
 
 
 def test_pgd_without_rescaling_falsely_fails_on_huge_logits(digits):
@@ -231,7 +314,7 @@ def test_fmn_adversarials_are_misclassified_within_reported_distance(digits, nor
     result = attack(model, x, y, threat, seed=0)
     correct = torch.from_numpy(result.clean_correct)
     # FMN is deterministic: rerunning its batch reproduces the adversarials it returned
-    x_adv = attack.run(scaled_copy(model, x), x[correct], y[correct], norm, 0)
+    x_adv = attack.run(scaled_copy(attack, model, x), x[correct], y[correct], norm, 0)
     reported = result.distances[correct.numpy()]
     found = np.isfinite(reported)
     assert found.mean() > 0.9
@@ -251,7 +334,7 @@ def test_l2_fmn_shrinks_foolbox_fmn_crossings(digits):
     result = FMN()(model, x, y, ThreatModel("L2", (0.5,)), seed=0)
     correct = torch.from_numpy(result.clean_correct)
     xc, yc = x[correct], y[correct]
-    fmodel = fb.PyTorchModel(scaled_copy(model, x), bounds=(0, 1), device=x.device)
+    fmodel = fb.PyTorchModel(scaled_copy(FMN(), model, x), bounds=(0, 1), device=x.device)
     plain, _, found = fb.attacks.L2FMNAttack()(fmodel, xc, yc, epsilons=None)
     plain_d = (plain.double() - xc.double()).flatten(1).norm(dim=1).numpy()
     ours = result.distances[correct.numpy()]
@@ -262,7 +345,7 @@ def test_l2_fmn_shrinks_foolbox_fmn_crossings(digits):
 
 
 @pytest.mark.parametrize("name, norm", [("pgd", "L2"), ("pgd", "Linf"), ("fmn", "L2"),
-                                        ("fmn", "Linf"), ("autoattack", "Linf")])
+                                        ("fmn", "Linf"), ("autoattack", "Linf"), ("ddn", "L2")])
 def test_results_invariant_to_logit_scale(digits, name, norm):
     model, x, y = digits
     attack = make(name)
@@ -278,8 +361,11 @@ def test_results_invariant_to_logit_scale(digits, name, norm):
         np.testing.assert_allclose(big.distances, small.distances, rtol=1e-4)
 
 
-def _direct_autoattack(model, x, y, norm, eps, seed, version, attacks=None):
-    adversary = pyautoattack.AutoAttack(scaled_copy(model, x), attacks=attacks, device=x.device,
+def _direct_autoattack(model, x, y, norm, eps, seed, version, attacks=None, scaled=None):
+    """pyautoattack on ``scaled`` (default: the rescaled model AutoAttack attacks)."""
+    if scaled is None:
+        scaled = scaled_copy(AutoAttack(), model, x)
+    adversary = pyautoattack.AutoAttack(scaled, attacks=attacks, device=x.device,
                                         eps=eps, norm=norm, seed=seed, version=version)
     adversary.verbose = False
     _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=256)
@@ -414,7 +500,7 @@ def test_warm_fmn_equals_foolbox_started_from_the_same_points(digits, norm):
     # The same starts, handed to foolbox directly on the points that used them as given.
     correct = torch.from_numpy(result.clean_correct)
     starts = torch.from_numpy(earlier.adversarials)[correct]
-    scaled = scaled_copy(later, x)
+    scaled = scaled_copy(FMN(), later, x)
     with torch.no_grad():
         logits = scaled(starts.nan_to_num())
     true = logits.gather(1, y[correct][:, None]).squeeze(1)
