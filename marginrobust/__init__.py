@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "homogeneity_order": ".models", "list_models": ".models",
     "register_attack": ".registry", "register_dataset": ".registry",
     "register_model": ".registry",
-    "EvalRecord": ".results", "ResultsStore": ".results",
+    "EvalRecord": ".evaluate.store", "ResultsStore": ".evaluate.store",
     "MarginTracker": ".tracker",
     "Callback": ".train", "TrainConfig": ".train", "Trainer": ".train",
     "list_checkpoints": ".train", "load_checkpoint": ".train", "read_metrics": ".train",
@@ -62,11 +62,11 @@ if TYPE_CHECKING:
     from .data import Dataset, DataSpec, load_dataset
     from .evaluate.engine import Evaluator
     from .evaluate.run import evaluate_run
+    from .evaluate.store import EvalRecord, ResultsStore
     from .evaluate.threats import ThreatModel
     from .margins import margin_stats
     from .models import check_homogeneity, create_model, homogeneity_order, list_models
     from .registry import register_attack, register_dataset, register_model
-    from .results import EvalRecord, ResultsStore
     from .tracker import MarginTracker
     from .train import (
         Callback,

@@ -229,8 +229,9 @@ def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str 
     wanted = [normalize_norm(v) for v in split_csv(norms)]
     if not wanted:
         raise UserError("give at least one norm, e.g. --norms L2,Linf")
-    given = {"L2": eps_l2, "Linf": eps_linf}
-    threats = [ThreatModel(norm, parse_eps_list(given[norm])) for norm in wanted if given[norm]]
+    given = {"L2": (eps_l2, "--eps-l2"), "Linf": (eps_linf, "--eps-linf")}
+    threats = [ThreatModel(norm, parse_eps_list(given[norm][0], option=given[norm][1]))
+               for norm in wanted if given[norm][0] is not None]
     names = split_csv(attacks)
     if not names:
         raise UserError("give at least one attack, e.g. --attacks pgd")

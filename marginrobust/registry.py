@@ -5,13 +5,18 @@ other packages add theirs through the entry-point groups ``marginrobust.models``
 ``marginrobust.datasets`` and ``marginrobust.attacks``. An entry point may name a
 factory (registered under the entry point's name) or a module whose import registers
 its own factories.
+
+A registry may also name built-in modules that register its own factories; they are
+imported on first lookup, like plugins, so that importing a light module (the results
+store, say) never pulls in the heavy libraries the attacks need.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -26,11 +31,14 @@ class Registry(Generic[F]):
     Args:
         kind: What is registered ("model", "dataset", "attack"); used in messages.
         group: The entry-point group scanned for plugins on first lookup.
+        builtins: Modules of this package whose import registers the built-in factories,
+            imported on first lookup.
     """
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, builtins: Sequence[str] = ()) -> None:
         self.kind = kind
         self.group = group
+        self.builtins = tuple(builtins)
         self._items: dict[str, F] = {}
         self._plugins_loaded = False
 
@@ -52,6 +60,8 @@ class Registry(Generic[F]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        for module in self.builtins:
+            import_module(module)
         for ep in entry_points(group=self.group):
             try:
                 obj = ep.load()
@@ -86,7 +96,9 @@ class Registry(Generic[F]):
 
 MODELS: Registry[Callable[..., Any]] = Registry("model", "marginrobust.models")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset", "marginrobust.datasets")
-ATTACKS: Registry[Callable[..., Any]] = Registry("attack", "marginrobust.attacks")
+ATTACKS: Registry[Callable[..., Any]] = Registry(
+    "attack", "marginrobust.attacks",
+    builtins=("marginrobust.evaluate.attacks", "marginrobust.evaluate.autoattack"))
 
 register_model = MODELS.register
 register_dataset = DATASETS.register

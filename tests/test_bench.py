@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from conftest import kill_after_epochs
 
 from marginrobust.cli import main
+from marginrobust.evaluate.store import ResultsStore
 from marginrobust.pipeline import default_out, spec_from_preset
 from marginrobust.presets import PRESETS, preset_for
-from marginrobust.results import ResultsStore
 from marginrobust.train import read_metrics
 
 TINY = ["bench", "--model", "mlp", "--model-opt", "widths=[16]", "--train-subset", "200",

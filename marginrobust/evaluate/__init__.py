@@ -10,7 +10,7 @@
 * :mod:`.store`: records, their keys and the per-run :class:`~.store.ResultsStore`;
 * :mod:`.points`: the one seeded, class-balanced point selector.
 
-Importing the package registers the built-in attacks.
+The built-in attacks are registered on the first look-up in
+:data:`marginrobust.registry.ATTACKS`, so importing a light module of this package (the
+store, the points, the threats) does not import torch's attack libraries.
 """
-
-from . import attacks, autoattack  # noqa: F401  (registers the attacks)
