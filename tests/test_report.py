@@ -648,6 +648,20 @@ def test_a_board_without_marker_regenerates_with_force(runs: dict[str, Path],
     assert "2 run(s)" in (board / "README.md").read_text()
 
 
+def test_a_copied_board_regenerates_byte_for_byte(runs: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    update_leaderboard([runs["alpha"], runs["gamma"]], first)
+    clone = Path(shutil.copytree(first, tmp_path / "elsewhere" / "clone"))
+    update_leaderboard([], clone)
+
+    def contents(board: Path) -> dict[str, bytes]:
+        return {p.relative_to(board).as_posix(): p.read_bytes()
+                for p in sorted(board.rglob("*")) if p.is_file()}
+
+    assert contents(clone) == contents(first)
+
+
 def test_board_files_get_the_umask_permissions(runs: dict[str, Path], tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     run = copy_run(runs["alpha"], tmp_path)
