@@ -2,11 +2,17 @@
 
 Prints one table (each figure, its target, whether met) and writes
 benchmarks/results.json with the machine, torch version and thread count.
+
+``--device cuda`` runs the cuda suite (train, loss, margins, eval, certify, presets) on the
+GPU and writes benchmarks/results-cuda.json instead; ``--tiny`` runs the same suite at toy
+sizes as a dry run (on the CPU: what ``benchmarks/gpu.sh --device cpu`` does), writing
+only where ``--out`` says.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -22,12 +28,14 @@ from . import (
     bench_certify,
     bench_eval,
     bench_growth,
+    bench_loss,
     bench_margins,
+    bench_presets,
     bench_schedule,
     bench_train,
     bench_warm,
 )
-from .common import DEFAULT_THREADS, Row, machine, row, set_threads
+from .common import DEFAULT_THREADS, DEVICES, Row, machine, resolve_device, row, set_threads
 
 BENCHMARKS: dict[str, ModuleType] = {
     "train": bench_train,
@@ -37,7 +45,15 @@ BENCHMARKS: dict[str, ModuleType] = {
     "certify": bench_certify,
     "growth": bench_growth,
     "warm": bench_warm,
+    "loss": bench_loss,
+    "presets": bench_presets,
 }
+# What a plain ``python -m benchmarks`` runs on the CPU (unchanged by the cuda suite).
+CPU_SUITE = ("train", "margins", "schedule", "eval", "certify", "growth", "warm")
+# What ``--device cuda`` (and a ``--tiny`` dry run) runs: the modules that take a device.
+CUDA_SUITE = ("train", "loss", "margins", "eval", "certify", "presets")
+RESULTS = Path(__file__).with_name("results.json")
+RESULTS_CUDA = Path(__file__).with_name("results-cuda.json")
 # Row keys that hold bulky extras: saved in results.json, printed after the table.
 EXTRAS = ("profile", "profile_tottime")
 
@@ -54,15 +70,40 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"log10 loss target of the schedule benchmark (default "
                         f"{bench_schedule.DEFAULT_TARGET:g}; the paper's is "
                         f"{bench_schedule.PAPER_TARGET:g})")
-    p.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"),
-                   help="where to write the results (default benchmarks/results.json)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where to run: cpu (default), cuda (the cuda suite, results to "
+                        "benchmarks/results-cuda.json) or auto (cuda when present)")
+    p.add_argument("--tiny", action="store_true",
+                   help="dry run of the cuda suite at toy sizes (figures meaningless); "
+                        "writes a file only with --out")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the results (default benchmarks/results.json, "
+                        "benchmarks/results-cuda.json with --device cuda)")
     args = p.parse_args(argv)
-    names = [s.strip() for s in args.only.split(",") if s.strip()] or list(BENCHMARKS)
+    args.device = resolve_device(args.device)
+    suite = CUDA_SUITE if args.device == "cuda" or args.tiny else CPU_SUITE
+    names = [s.strip() for s in args.only.split(",") if s.strip()] or list(suite)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.device == "cuda" or args.tiny:
+        cpu_only = [n for n in names if n not in CUDA_SUITE]
+        if cpu_only:
+            p.error(f"{', '.join(cpu_only)} run(s) on the CPU only; with --device cuda or "
+                    f"--tiny choose from {', '.join(CUDA_SUITE)}")
+    if args.out is None and not args.tiny:
+        args.out = RESULTS_CUDA if args.device == "cuda" else RESULTS
     args.names = names
     return args
+
+
+def _kwargs(module: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
+    """``quick``, and ``device``/``tiny`` for the modules that take them (the cuda suite)."""
+    kwargs: dict[str, Any] = {"quick": args.quick}
+    params = inspect.signature(module.run).parameters
+    if args.device != "cpu" or args.tiny:
+        kwargs.update({k: getattr(args, k) for k in ("device", "tiny") if k in params})
+    return kwargs
 
 
 def _value(v: float) -> str:
@@ -78,13 +119,19 @@ def _met(ok: bool | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks; return 1 if one of them crashed (a missed target is not)."""
     args = _parse(argv)
+    if args.device == "cuda":
+        from marginrobust.precision import set_cublas_workspace_config
+
+        # Before any CUDA work: cuBLAS reads it when it creates its handle, and the
+        # --deterministic rows need it.
+        set_cublas_workspace_config()
     threads = set_threads(args.threads)
     rows: list[Row] = []
     seconds: dict[str, float] = {}
     crashed = False
     start = time.perf_counter()
     for name in args.names:
-        kwargs: dict[str, Any] = {"quick": args.quick}
+        kwargs = _kwargs(BENCHMARKS[name], args)
         if name == "schedule":
             kwargs["target"] = args.schedule_target
         t0 = time.perf_counter()
@@ -117,15 +164,28 @@ def main(argv: list[str] | None = None) -> int:
     missed = [f"{r['benchmark']}: {r['figure']}" for r in rows if r["ok"] is False]
     print(f"\nmachine: {info}")
     print(f"total: {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})"
-          f"{'; quick mode' if args.quick else ''}")
+          f"{'; quick mode' if args.quick else ''}"
+          f"{'; device ' + args.device if args.device != 'cpu' else ''}"
+          f"{'; dry run (--tiny)' if args.tiny else ''}")
     print(f"targets missed: {len(missed)}" + "".join(f"\n  - {m}" for m in missed))
     payload = {"machine": info, "torch": info["torch"], "threads": threads,
                "quick": args.quick, "only": args.names, "total_s": total,
                "seconds": seconds,
                "results": [{k: v for k, v in r.items() if k not in EXTRAS} for r in rows],
                **{k: r[k] for r in rows for k in EXTRAS if k in r}}
-    args.out.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    if args.device != "cpu" or args.tiny:
+        payload.update(device=args.device, tiny=args.tiny, cudnn=_cudnn())
+    if args.out is None:
+        print("no results file written (a --tiny dry run writes one only with --out)")
+    else:
+        args.out.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
     return 1 if crashed else 0
+
+
+def _cudnn() -> int | None:
+    import torch
+
+    return torch.backends.cudnn.version() if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ FMN: marginrobust's L2 FMN deliberately runs two passes (foolbox's attack, then 
 projection-fixed refinement started from its crossings; see ``marginrobust.evaluate.
 attacks.FMN``), so the fair overhead figure is Linf; L2 is reported against one foolbox
 pass (expected near 2, by design) and against the same two passes called directly.
+
+With ``--device cuda``: the same rows on the GPU at N = 1,000 training digits, every
+attack given the whole point set as one batch on both sides (``batch_size=N``: the
+batch that fills a GPU here), both sides with TF32 off. ``--tiny`` runs them on 20
+points on the CPU.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from torch import nn
 
 from marginrobust import Evaluator, ThreatModel
 from marginrobust.evaluate.attacks import _L2FMN, LogitScaled, logit_scale
+from marginrobust.precision import measurement_precision
 
-from .common import Row, fmt_s, interleave, reps_for, row, trained_digits_mlp
+from .common import Row, dry_run, fmt_s, interleave, reps_for, row, trained_digits_mlp
 
 TARGET = 1.05
 EPS = {"Linf": 0.05, "L2": 0.5}
@@ -73,12 +79,12 @@ def _scaled(frozen: nn.Module, x: torch.Tensor) -> nn.Module:
 
 def _robust_acc(ev: Evaluator, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 method: str) -> float:
-    records, _ = ev.evaluate(model, x, y, "test")
+    records = ev.evaluate(model, x, y, "test").records
     return [r for r in records if r.method == method][0].robust_acc
 
 
 def _compare(name: str, figure: str, ours: Callable[[], float], direct: Callable[[], float],
-             reps: int, target: float | None, note: str = "") -> Row:
+             reps: int, target: float | None, note: str = "", device: str = "cpu") -> Row:
     acc: dict[str, float] = {}
 
     def a() -> None:
@@ -87,7 +93,7 @@ def _compare(name: str, figure: str, ours: Callable[[], float], direct: Callable
     def b() -> None:
         acc["direct"] = direct()
 
-    t = interleave({"ours": a, "direct": b}, reps=reps)
+    t = interleave({"ours": a, "direct": b}, reps=reps, device=device)
     ratio = t["ratios"]["ours"]
     same = "same" if abs(acc["ours"] - acc["direct"]) < 1e-12 else "DIFFERENT"
     detail = (f"{fmt_s(t['ours'])} vs {fmt_s(t['direct'])}; robust acc {acc['ours']:.3f} vs "
@@ -97,33 +103,57 @@ def _compare(name: str, figure: str, ours: Callable[[], float], direct: Callable
     return row(name, figure, ratio, f"<= {target}", ratio <= target, detail)
 
 
-def run(quick: bool = False, n: int = 200) -> list[Row]:
+def run(quick: bool = False, n: int = 200, device: str = "cpu", tiny: bool = False
+        ) -> list[Row]:
     """Time ratios Evaluator / direct for AutoAttack (Linf), FMN Linf and FMN L2."""
-    model, data = trained_digits_mlp()
-    x, y = correct_points(model, data.x_test, data.y_test, n)
+    if device == "cpu" and not tiny:
+        return _rows(quick, n)
+    with measurement_precision(), dry_run(tiny):
+        rows = _rows(quick, 20 if tiny else 1000, device, whole_batch=True,
+                     epochs=3 if tiny else 15)
+    for r in rows:
+        r["benchmark"] += f" [{device}{', dry run' if tiny else ''}]"
+        if tiny:
+            r["ok"] = None
+    return rows
+
+
+def _rows(quick: bool, n: int, device: str = "cpu", whole_batch: bool = False,
+          epochs: int = 15) -> list[Row]:
+    model, data = trained_digits_mlp(epochs)
+    if n > len(data.y_test):
+        # More points than the test split holds: training points (the MLP fits them all).
+        x, y = correct_points(model, data.x_train, data.y_train, n)
+    else:
+        x, y = correct_points(model, data.x_test, data.y_test, n)
     n = len(y)
+    model = model.to(device)
+    x, y = x.to(device), y.to(device)
     frozen = _frozen(model)
-    reps = reps_for(quick, 5)
+    # Seconds per call on a GPU; three rounds keep the cuda suite inside its budget.
+    reps = reps_for(quick, 3 if whole_batch else 5)
     rows = []
+    bs = {"batch_size": n} if whole_batch else {}
+    aa_batch = n if whole_batch else 256
 
     # --- AutoAttack, Linf --------------------------------------------------------------
     eps = EPS["Linf"]
     ev_aa = Evaluator(threats=[ThreatModel("Linf", (eps,))], attacks=("autoattack",),
-                      certify=False, n=n, seed=0, device="cpu",
-                      attack_options={"autoattack": AA_OPTIONS})
+                      certify=False, n=n, seed=0, device=device,
+                      attack_options={"autoattack": {**AA_OPTIONS, **bs}})
 
     def aa_direct() -> float:
         scaled = _scaled(frozen, x)
         adversary = AutoAttack(scaled, attacks=AA_OPTIONS["attacks_to_run"], device=x.device,
                                eps=eps, norm="Linf", seed=0, version=AA_OPTIONS["version"])
         adversary.verbose = False
-        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=256)
+        _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=aa_batch)
         return float((y_adv == y).double().mean())
 
     rows.append(_compare(f"eval overhead: AutoAttack apgd-ce+apgd-t Linf (mlp digits, N={n})",
                          "time ratio Evaluator/pyautoattack",
                          lambda: _robust_acc(ev_aa, model, x, y, "autoattack"), aa_direct,
-                         reps, TARGET))
+                         reps, TARGET, device=device))
 
     # --- FMN ----------------------------------------------------------------------------
     def fmn_direct(norm: str, two_pass: bool = False) -> Callable[[], float]:
@@ -151,8 +181,8 @@ def run(quick: bool = False, n: int = 200) -> list[Row]:
 
     for norm in ("Linf", "L2"):
         ev = Evaluator(threats=[ThreatModel(norm, (EPS[norm],))], attacks=("fmn",),
-                       certify=False, n=n, seed=0, device="cpu",
-                       attack_options={"fmn": FMN_OPTIONS})
+                       certify=False, n=n, seed=0, device=device,
+                       attack_options={"fmn": {**FMN_OPTIONS, **bs}})
 
         def ours(ev: Evaluator = ev) -> float:
             return _robust_acc(ev, model, x, y, "fmn")
@@ -161,15 +191,17 @@ def run(quick: bool = False, n: int = 200) -> list[Row]:
             # Half a second per call: more rounds are cheap and steady the 5% figure.
             rows.append(_compare(f"eval overhead: FMN Linf (mlp digits, N={n})",
                                  "time ratio Evaluator/foolbox", ours, fmn_direct(norm),
-                                 reps_for(quick, 9), TARGET))
+                                 reps if whole_batch else reps_for(quick, 9), TARGET,
+                                 device=device))
         else:
             rows.append(_compare(
                 f"eval overhead: FMN L2 vs ONE foolbox pass (mlp digits, N={n})",
                 "time ratio Evaluator/foolbox", ours, fmn_direct(norm), reps, None,
                 "; expected ~2: marginrobust runs foolbox's pass + a projection-fixed "
-                "refinement by design (robust acc differs: the refinement shrinks distances)"))
+                "refinement by design (robust acc differs: the refinement shrinks distances)",
+                device=device))
             rows.append(_compare(
                 f"eval overhead: FMN L2 vs the same two passes direct (mlp digits, N={n})",
                 "time ratio Evaluator/foolbox x2", ours, fmn_direct(norm, two_pass=True),
-                reps, TARGET))
+                reps, TARGET, device=device))
     return rows

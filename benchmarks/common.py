@@ -2,17 +2,20 @@
 
 Every figure of the suite is a ratio of two things timed alternately in this process, so
 that both see the same machine state (other jobs, CPU frequency, caches); absolute times
-are only reported beside the ratios.
+are only reported beside the ratios. On cuda every timed call is bracketed by
+``torch.cuda.synchronize()``, so a time covers the kernels it launched, not just their launch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,47 @@ DEFAULT_THREADS = 2
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 Row = dict[str, Any]
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name: str) -> str:
+    """``cpu`` or ``cuda`` for a ``--device`` value (``auto``: cuda when present).
+
+    Raises:
+        SystemExit: cuda asked for on a machine without a CUDA device (one sentence, code 2).
+    """
+    if name not in DEVICES:
+        raise SystemExit(f"--device must be one of {', '.join(DEVICES)}, not {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        print("--device cuda was asked for but no CUDA device is available", file=sys.stderr)
+        raise SystemExit(2)
+    return name
+
+
+# A dry run (``--tiny``) checks that every part runs, not what it costs: one timed round
+# per callable, no warm-up. Set through :func:`dry_run`.
+_DRY = {"on": False}
+
+
+@contextlib.contextmanager
+def dry_run(enabled: bool = True) -> Iterator[None]:
+    """Inside: :func:`interleave` runs each callable once (no warm-up, one round)."""
+    before = _DRY["on"]
+    _DRY["on"] = enabled or before
+    try:
+        yield
+    finally:
+        _DRY["on"] = before
+
+
+def sync(device: str | torch.device | None) -> None:
+    """Wait for the device's queued kernels (cuda); nothing on the CPU."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def set_threads(n: int = DEFAULT_THREADS) -> int:
@@ -41,18 +85,20 @@ def machine() -> dict[str, Any]:
 
 
 def alternate(a: Callable[[], None], b: Callable[[], None], reps: int = 5,
-              warmup: int = 1) -> dict[str, float]:
+              warmup: int = 1, device: str | torch.device | None = None) -> dict[str, float]:
     """Time ``a`` and ``b`` alternately; return median seconds and the median ratio a/b.
 
     Alternating inside one process makes both sides see the same machine state
     (other load, CPU frequency, caches), so the ratio is steadier than either time.
+    ``device``: synchronise it around each timed call (cuda).
     """
-    t = interleave({"a": a, "b": b}, reps=reps, warmup=warmup)
+    t = interleave({"a": a, "b": b}, reps=reps, warmup=warmup, device=device)
     return {"a_s": t["a"], "b_s": t["b"], "ratio": t["ratios"]["a"]}
 
 
 def interleave(fns: dict[str, Callable[[], Any]], reps: int = 5, warmup: int = 1,
-               setup: Callable[[str], None] | None = None) -> dict[str, Any]:
+               setup: Callable[[str], None] | None = None,
+               device: str | torch.device | None = None) -> dict[str, Any]:
     """Time several callables round-robin; medians and per-round ratios to the last one.
 
     Each round runs every callable once, in the given order, so the ratio of any one to
@@ -63,11 +109,14 @@ def interleave(fns: dict[str, Callable[[], Any]], reps: int = 5, warmup: int = 1
         reps: Timed rounds.
         warmup: Untimed rounds first (lazy imports, allocator, caches).
         setup: Called untimed with the name before each call (e.g. to clear a cache dir).
+        device: Synchronise it before and after each timed call (cuda; None: no sync).
 
     Returns:
         ``{name: median seconds, ..., "ratios": {name: median of per-round ratios},
         "times": {name: [seconds per round]}}``.
     """
+    if _DRY["on"]:
+        reps, warmup = 1, 0
     names = list(fns)
     ref = names[-1]
     times: dict[str, list[float]] = {k: [] for k in names}
@@ -75,8 +124,10 @@ def interleave(fns: dict[str, Callable[[], Any]], reps: int = 5, warmup: int = 1
         for k in names:
             if setup is not None:
                 setup(k)
+            sync(device)
             t0 = time.perf_counter()
             fns[k]()
+            sync(device)
             dt = time.perf_counter() - t0
             if r >= warmup:
                 times[k].append(dt)
@@ -126,6 +177,13 @@ def _images28_pool(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     gen = torch.Generator().manual_seed(0)
     return (torch.rand(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen),
             "random")
+
+
+def images32(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 3x32x32 noise images in [0, 1] and labels (CIFAR-10's shape; timing only)."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, 32, 32, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen))
 
 
 def fmt_s(seconds: float) -> str:
