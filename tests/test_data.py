@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from marginrobust import data
+from marginrobust import data_sources as data
 from marginrobust.data import (
     DataSpec,
     balanced_subset,

@@ -15,8 +15,9 @@ LAYERS: list[list[str]] = [
     ["marginrobust.io"],
     ["marginrobust.registry", "marginrobust.presets", "marginrobust.precision"],
     ["marginrobust.data", "marginrobust.models"],
+    ["marginrobust.data_sources"],
     ["marginrobust.margins"],
-    ["marginrobust.results", "marginrobust.evaluate.store"],
+    ["marginrobust.evaluate.store"],
     ["marginrobust.train"],
     ["marginrobust.evaluate"],
     # Runners: they read checkpoints written by train/ and drive the engines.

@@ -30,6 +30,7 @@ from scipy.stats import spearmanr
 
 import marginrobust.io as mr_io
 from marginrobust.errors import UserError
+from marginrobust.evaluate.store import ArrayKey
 from marginrobust.registry import ATTACKS
 from marginrobust.report.board import write_leaderboard
 from marginrobust.report.columns import INTEGER_COLUMNS, STRING_COLUMNS, eps_labels
@@ -54,7 +55,6 @@ from marginrobust.report.publish import publish, update_leaderboard
 from marginrobust.report.render import static_text
 from marginrobust.report.series import series
 from marginrobust.report.tables import build_tables, leaderboard_frame
-from marginrobust.results import ArrayKey
 
 EPS = {"L2": (0.5, 1.0), "Linf": (8 / 255,)}
 CHECKPOINTS = (0, 10, 20, 30)

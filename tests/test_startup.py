@@ -9,18 +9,20 @@ import sys
 HEAVY = ("torch", "timm", "foolbox", "pandas", "matplotlib", "pyautoattack", "autoattack",
          "sklearn", "numpy")
 
-_PROBE = """
+_PROBE = f"""
+HEAVY = {HEAVY!r}
 import json, sys
 from click.testing import CliRunner
 from marginrobust.cli import main
 runner = CliRunner()
-codes = {}
+codes = {{}}
 for args in [["--help"], *[[name, "--help"] for name in main.commands]]:
     codes[" ".join(args)] = runner.invoke(main, args).exit_code
 bad = runner.invoke(main, ["train", "--epochs", "-1", "--out", "x"])
 codes["bad"] = bad.exit_code
-print(json.dumps({"codes": codes, "heavy": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY,)
+heavy = [m for m in HEAVY if m in sys.modules]
+print(json.dumps({{"codes": codes, "heavy": heavy}}))
+"""
 
 
 def test_help_and_usage_errors_import_nothing_heavy():
@@ -34,8 +36,8 @@ def test_help_and_usage_errors_import_nothing_heavy():
 
 
 def test_package_import_is_lazy():
-    probe = ("import sys, marginrobust; print([m for m in %r if m in sys.modules]); "
-             "marginrobust.ThreatModel; print('torch' in sys.modules)" % (HEAVY,))
+    probe = (f"import sys, marginrobust; print([m for m in {HEAVY!r} if m in sys.modules]); "
+             "marginrobust.ThreatModel; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "True"

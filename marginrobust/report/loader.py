@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..evaluate.store import EVAL_DIR, RECORDS, ArrayKey
 from ..io import RUN_FILE, read_jsonl, read_run_json
-from ..results import EVAL_DIR, RECORDS, ArrayKey
 from ..train.checkpoints import list_checkpoints
 from ..train.metrics_log import JSONL as METRICS_FILE
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..evaluate.store import ADVERSARIALS_DIR, EVAL_DIR
 from ..io import RUN_FILE
-from ..results import ADVERSARIALS_DIR, EVAL_DIR
 from .board import write_leaderboard
 from .guard import check_board_folder
 from .loader import load_runs
