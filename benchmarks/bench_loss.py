@@ -33,6 +33,7 @@ from torch import nn
 
 from marginrobust import create_model
 from marginrobust.margins import log_losses, per_example_margins
+from marginrobust.precision import deterministic_algorithms, training_precision
 from marginrobust.train.fused_loss import framed_loss
 
 from .common import Row, dry_run, fmt_s, images28, images32, interleave, reps_for, row
@@ -212,8 +213,12 @@ def _loss_only_rows(device: str, reps: int, calls: int, tiny: bool) -> list[Row]
 
 def run(quick: bool = False, device: str = "cpu", tiny: bool = False,
         batch_size: int = 100) -> list[Row]:
-    """Rows per model (fused vs log_losses vs CE steps) and for the loss alone."""
-    with dry_run(tiny):
+    """Rows per model (fused vs log_losses vs CE steps) and for the loss alone.
+
+    Every side runs in IEEE float32 with deterministic algorithms off (torch's own default
+    lets cuDNN convolutions use TF32).
+    """
+    with dry_run(tiny), training_precision("fp32"), deterministic_algorithms(False):
         return _rows(quick, device, tiny, batch_size)
 
 

@@ -211,3 +211,19 @@ def test_one_class_is_refused_and_an_unused_output_costs_nothing():
     logits, y = random_logits(n=4)
     with torch.no_grad():
         assert torch.equal(framed_loss(logits, y, 0.0), reference(logits, y, 0.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_fused_loss_on_cuda_matches_the_reference(scale):
+    """The same agreement with cuda kernels, float32 logits as in training."""
+    noise, y = random_logits(n=100, scale=0.3, seed=9)
+    logits = (scale * (noise + 3.0 * torch.nn.functional.one_hot(y, 10))).float().cuda()
+    y = y.cuda()
+    frame = log_mean_loss(logits, y)
+    (v_ref, g_ref), (v, g) = both(logits, y, frame)
+    assert torch.equal(v, v_ref)
+    torch.testing.assert_close(g, g_ref, rtol=2e-6, atol=1e-6 * float(g_ref.abs().max()))
+    # And the same numbers as the CPU's.
+    (v_cpu, g_cpu), _ = both(logits.cpu(), y.cpu(), frame)
+    torch.testing.assert_close(v.cpu(), v_cpu, rtol=1e-12, atol=0)

@@ -163,14 +163,16 @@ def test_deterministic_off_means_torchs_defaults_inside():
     assert torch.is_deterministic_algorithms_warn_only_enabled()
 
 
-def test_deterministic_mode_raises_on_an_op_without_a_deterministic_kernel():
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+def test_deterministic_mode_raises_on_cuda_for_an_op_without_a_deterministic_kernel():
     """warn_only=False: a non-deterministic op is an error, never a silent difference."""
-    if not torch.cuda.is_available():
-        pytest.skip("every CPU kernel used here is deterministic")
-    x = torch.zeros(4, device="cuda")
+    x = torch.rand(100, device="cuda")
     with deterministic_algorithms(True), pytest.raises(RuntimeError, match="deterministic"):
-        x.index_add_(0, torch.tensor([0, 0], device="cuda"), torch.ones(2, device="cuda"))
-        torch.cuda.synchronize()
+        torch.histc(x, bins=10)
+    torch.histc(x, bins=10)  # allowed again after
 
 
 def test_set_cublas_workspace_config_keeps_a_value_already_there(monkeypatch):
@@ -211,3 +213,73 @@ def test_measurement_under_the_policy_gives_identical_numbers_on_cpu(digits):
     assert measured == plain
     # On the CPU TF32 does not exist: the training-precision loss is the same bits too.
     assert torch.equal(loss, loss_tf32)
+
+
+# ---------------------------------------------------------------------- on a GPU
+CUDA_SPEC = dict(model="cnn", model_kwargs={"width": 0.5}, dataset="digits", train_subset=300,
+                 test_subset=50)
+
+
+def _cuda_run(out, epochs: int, resume: bool = False):
+    from marginrobust import RunSpec, TrainConfig, train_run
+
+    with training_precision("fp32"), deterministic_algorithms(True):
+        if resume:
+            return train_run(out, resume=True, overrides={"epochs": epochs})
+        spec = RunSpec(**CUDA_SPEC, train=TrainConfig(epochs=epochs, batch_size=50,
+                                                      device="cuda"))
+        return train_run(out, spec)
+
+
+def _weights(trainer):
+    return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+@CUDA
+def test_resumed_run_equals_uninterrupted_on_cuda_bit_for_bit(tmp_path):
+    """Deterministic kernels, fp32: 3 epochs + resume 3 == 6 straight == 6 again."""
+    from marginrobust import read_metrics
+
+    set_cublas_workspace_config()
+    straight = _weights(_cuda_run(tmp_path / "a", 6))
+    again = _weights(_cuda_run(tmp_path / "b", 6))
+    _cuda_run(tmp_path / "c", 3)
+    resumed = _weights(_cuda_run(tmp_path / "c", 6, resume=True))
+    for key, value in straight.items():
+        assert torch.equal(value, again[key]), key
+        assert torch.equal(value, resumed[key]), key
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+    assert strip(read_metrics(tmp_path / "c")) == strip(read_metrics(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.slow),
+    pytest.param("cuda", marks=CUDA)])
+def test_margins_measured_on_cuda_equal_the_cpu_float64_ones(device):
+    """Under the measurement precision, float32 margins (cuda; the CPU's as a check of the
+    test itself) agree with the CPU's float64 ones to 1e-6."""
+    import copy
+    import math
+
+    from marginrobust import TrainConfig, Trainer, create_model, load_dataset, margin_stats
+
+    data = load_dataset("digits", train_subset=300, test_subset=50, seed=0)
+    torch.manual_seed(0)
+    model = create_model("cnn", in_chans=1, img_size=8, width=0.5)
+    trainer = Trainer(model, data.x_train, data.y_train, data.x_test, data.y_test,
+                      TrainConfig(epochs=100, batch_size=50, device=device))
+    with training_precision("tf32"):  # trained however; measured exactly
+        trainer.fit()
+    order = trainer.order
+    with measurement_precision():
+        f32 = margin_stats(trainer.model, data.x_train, data.y_train, order)
+    cpu64 = copy.deepcopy(trainer.model).cpu().double()
+    ref = margin_stats(cpu64, data.x_train.double(), data.y_train, order)
+    assert ref["log10_loss"] < -3  # trained well past fitting: the loss is a margin figure
+    for key in ("q_min", "q_max", "normalized_margin", "product_margin", "smoothed_margin",
+                "log10_loss", "log10_mean_loss", "rho"):
+        assert math.isclose(f32[key], ref[key], rel_tol=1e-6), (key, f32[key], ref[key])
+    assert f32["accuracy"] == ref["accuracy"] == 1.0
