@@ -9,7 +9,7 @@ scale; APGD-DLR and APGD-T (DLR ratios of logit differences), FAB (linearised lo
 differences) and Square (a logit margin) do not. APGD-CE had PGD's weakness at spread 1
 (200 digits test points, paper CNN width 0.5 bias first, 4 seeds, robust fraction at
 epochs 10 / 120, APGD-CE alone): Linf 0.1, raw model 0.428 / 0.481, spread 1 0.492 /
-0.550, spread 4 0.428 / 0.466; L2 1.0, raw 0.002 / 0.048, spread 1 0.004 / 0.009,
+0.550, spread 4 0.427 / 0.466; L2 1.0, raw 0.002 / 0.048, spread 1 0.004 / 0.009,
 spread 4 0.001 / 0.001. So AutoAttack runs at spread 4, in one run as before.
 """
 
