@@ -53,7 +53,7 @@ def test_train_and_resume_and_check(run, tmp_path):
     (["train", "--model", "nope", "--out", "{tmp}/a"], "unknown model 'nope'"),
     (["train", "--dataset", "nope", "--out", "{tmp}/a"], "unknown dataset 'nope'"),
     (["train", "--dataset", "npz:{tmp}/missing.npz", "--out", "{tmp}/a"], "missing.npz"),
-    (["train", "--lr", "-1", "--out", "{tmp}/a"], "learning rate"),
+    (["train", "--lr", "-1", "--out", "{tmp}/a"], "--lr"),
     (["train", "--width", "0", "--out", "{tmp}/a"], "width"),
     (["train", "--out", "{tmp}/none", "--resume"], "nothing to resume"),
     (["train", "--epochs", "-3", "--out", "{tmp}/a"], "-3"),

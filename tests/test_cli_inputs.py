@@ -140,4 +140,5 @@ def test_bad_run_json_is_one_sentence(trained_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(trained_run, broken)
     (broken / "run.json").write_text(json.dumps({"run": {}})[:-3])
-    _assert_one_sentence(_invoke(["train", "--out", str(broken), "--resume", "--quiet"]))
+    _assert_one_sentence(_invoke(["leaderboard", str(broken), "--out", str(tmp_path / "lb")]))
+    _assert_one_sentence(_invoke(["compare", str(broken)]))

@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "marginrobust"
 LAYERS: list[list[str]] = [
     ["marginrobust.errors"],
     ["marginrobust.io"],
-    ["marginrobust.registry", "marginrobust.presets", "marginrobust.precision"],
+    ["marginrobust.registry", "marginrobust.presets", "marginrobust.precision",
+     "marginrobust.distributed"],
     ["marginrobust.data", "marginrobust.models"],
     ["marginrobust.data_sources"],
     ["marginrobust.margins"],

@@ -511,7 +511,13 @@ def test_link_needs_three_checkpoints(frame: pd.DataFrame) -> None:
 
 
 # ---------------------------------------------------------------------------- the files
-def test_json_is_strict_and_numeric(written: dict[str, Path], frame: pd.DataFrame) -> None:
+def _relative(run: Path, written: dict[str, Path]) -> str:
+    """The run folder as the board names it: relative to the board's folder."""
+    return os.path.relpath(run, written["leaderboard.csv"].parent)
+
+
+def test_json_is_strict_and_numeric(written: dict[str, Path], frame: pd.DataFrame,
+                                    runs: dict[str, Path]) -> None:
     def refuse(name: str) -> None:
         raise AssertionError(f"non-standard JSON constant {name}")
 
@@ -520,7 +526,7 @@ def test_json_is_strict_and_numeric(written: dict[str, Path], frame: pd.DataFram
     for got, (_, want) in zip(rows, frame.iterrows()):
         for col, value in got.items():
             if col == "run_dir":
-                assert value == f"../runs0/{want['run']}"  # relative to the board
+                assert value == _relative(runs[want["run"]], written)  # not absolute
             elif col in STRING_COLUMNS:
                 assert value is None or isinstance(value, str)
             elif pd.isna(want[col]) or math.isinf(want[col]):
@@ -541,13 +547,15 @@ def test_csv_round_trips(written: dict[str, Path], frame: pd.DataFrame) -> None:
             "spearman_fitted"} <= set(links.columns)
 
 
-def test_csv_writes_counts_as_integers_and_no_machine_paths(written: dict[str, Path]) -> None:
+def test_csv_writes_counts_as_integers_and_no_machine_paths(written: dict[str, Path],
+                                                            runs: dict[str, Path]) -> None:
     text = written["leaderboard.csv"].read_text()
     head, first = text.splitlines()[:2]
     cells = dict(zip(head.split(","), first.split(",")))
     assert (cells["epoch"], cells["step"], cells["homogeneity_order"], cells["n"],
             cells["n_flags"]) == ("0", "0", "2", "10", "0")
-    assert cells["run_dir"] == "../runs0/alpha" and cells["seed"] == ""
+    assert cells["run_dir"] == _relative(runs["alpha"], written) and cells["seed"] == ""
+    assert not cells["run_dir"].startswith("/")
     epochs = pd.read_csv(io.StringIO(text), dtype=str)["epoch"]
     assert not epochs.str.contains(r"\.").any()
     root = str(written["README.md"].parent.parent)
