@@ -36,6 +36,7 @@ from . import (
     bench_warm,
 )
 from .common import DEFAULT_THREADS, DEVICES, Row, machine, resolve_device, row, set_threads
+from .junit import junit_rows
 
 BENCHMARKS: dict[str, ModuleType] = {
     "train": bench_train,
@@ -76,6 +77,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true",
                    help="dry run of the cuda suite at toy sizes (figures meaningless); "
                         "writes a file only with --out")
+    p.add_argument("--junit", type=Path, default=None,
+                   help="a pytest JUnit XML report to include as rows (benchmarks/gpu.sh "
+                        "passes the CUDA tests' one); a failed test makes the exit code 1")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the results (default benchmarks/results.json, "
                         "benchmarks/results-cuda.json with --device cuda)")
@@ -117,7 +121,8 @@ def _met(ok: bool | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen benchmarks; return 1 if one of them crashed (a missed target is not)."""
+    """Run the chosen benchmarks; return 1 if one of them crashed or a ``--junit`` test
+    failed (a missed target is not)."""
     args = _parse(argv)
     if args.device == "cuda":
         from marginrobust.precision import set_cublas_workspace_config
@@ -129,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     seconds: dict[str, float] = {}
     crashed = False
+    tests_ok = True
+    if args.junit is not None:
+        test_rows, tests_ok = junit_rows(args.junit)
+        rows.extend(test_rows)
     start = time.perf_counter()
     for name in args.names:
         kwargs = _kwargs(BENCHMARKS[name], args)
@@ -147,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(f"[{seconds[name]:6.0f} s] {r['benchmark']}: {r['figure']} = "
                   f"{_value(r['value'])} ({r['detail']})", file=sys.stderr, flush=True)
+        if args.out is not None and (args.device != "cpu" or args.tiny):
+            # Written after every module on a GPU run, so a run stopped by its time limit
+            # still leaves what it measured (marked incomplete).
+            _write(args, _payload(args, threads, rows, seconds,
+                                  time.perf_counter() - start, complete=False))
     total = time.perf_counter() - start
 
     print(tabulate([[r["benchmark"], r["figure"], _value(r["value"]), r["target"], _met(r["ok"]),
@@ -168,18 +182,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{'; device ' + args.device if args.device != 'cpu' else ''}"
           f"{'; dry run (--tiny)' if args.tiny else ''}")
     print(f"targets missed: {len(missed)}" + "".join(f"\n  - {m}" for m in missed))
+    if args.out is None:
+        print("no results file written (a --tiny dry run writes one only with --out)")
+    else:
+        _write(args, _payload(args, threads, rows, seconds, total, complete=True))
+    return 1 if crashed or not tests_ok else 0
+
+
+def _payload(args: argparse.Namespace, threads: int, rows: list[Row],
+             seconds: dict[str, float], total: float, complete: bool) -> dict[str, Any]:
+    info = machine()
     payload = {"machine": info, "torch": info["torch"], "threads": threads,
                "quick": args.quick, "only": args.names, "total_s": total,
                "seconds": seconds,
                "results": [{k: v for k, v in r.items() if k not in EXTRAS} for r in rows],
                **{k: r[k] for r in rows for k in EXTRAS if k in r}}
     if args.device != "cpu" or args.tiny:
-        payload.update(device=args.device, tiny=args.tiny, cudnn=_cudnn())
-    if args.out is None:
-        print("no results file written (a --tiny dry run writes one only with --out)")
-    else:
-        args.out.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-    return 1 if crashed else 0
+        payload.update(device=args.device, tiny=args.tiny, cudnn=_cudnn(), complete=complete)
+    return payload
+
+
+def _write(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    # Through a temporary file, so a reader never sees half a file.
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    tmp.replace(args.out)
 
 
 def _cudnn() -> int | None:

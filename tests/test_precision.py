@@ -258,7 +258,7 @@ def test_resumed_run_equals_uninterrupted_on_cuda_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("device", [
     pytest.param("cpu", marks=pytest.mark.slow),
     pytest.param("cuda", marks=CUDA)])
-def test_margins_measured_on_cuda_equal_the_cpu_float64_ones(device):
+def test_float32_margins_equal_the_cpu_float64_ones(device):
     """Under the measurement precision, float32 margins (cuda; the CPU's as a check of the
     test itself) agree with the CPU's float64 ones to 1e-6."""
     import copy
