@@ -1,5 +1,14 @@
 """The runner: every checkpoint of a run directory through the engine, with a results
-store, resume and progress.
+store, resume and progress, in one process or sharded over the ranks of a job.
+
+The work is a fixed list of units, (checkpoint, split) in checkpoint order, of which
+only the unfinished ones are done. Under a launcher (``torchrun``, see
+:mod:`marginrobust.distributed`) they are dealt round-robin over the ranks
+(:func:`shard_units`); each rank evaluates its units exactly as a single process does
+(same points, seeds and stored results to resume from) and writes them to its own shard
+(:mod:`.shards`); rank 0 merges the shards into ``RUN_DIR/eval/`` once every rank is
+done. Shards a killed evaluation left behind are merged first by the next one, in one
+process or several, so either resumes the other.
 
 It sits above training in the data flow (checkpoints → evaluations), so it reads the
 checkpoints with :mod:`marginrobust.train.checkpoints`, imported where they are read;
@@ -8,19 +17,32 @@ the engine (:mod:`.engine`) reads no file at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
+
+from .. import distributed
 from ..errors import UserError
 from ..io import SPLITS, parse_splits
 from .engine import Evaluator, PriorResults
 from .points import PointSet, select_points
-from .store import ResultsStore
+from .shards import list_shards, merge_shards, open_shard
+from .store import ArrayKey, ResultsStore
+from .threats import ThreatModel
 
 # The training metrics of a checkpoint that its records carry.
 METRIC_KEYS = ("log10_loss", "train_acc", "test_acc", "normalized_margin", "product_margin",
                "smoothed_margin")
+
+
+class WorkUnit(NamedTuple):
+    """One checkpoint (its position in the run's list of files) on one split's points."""
+
+    checkpoint: int
+    split: str
 
 
 def _progress_bar(total: int) -> Any:
@@ -55,6 +77,38 @@ def checkpoint_files(path: str | Path, checkpoints: Iterable[Path] | None = None
     raise UserError(f"no run directory or checkpoint at {path}")
 
 
+def shard_units(units: Sequence[WorkUnit], world_size: int, rank: int,
+                chained: bool = False) -> list[WorkUnit]:
+    """The units rank ``rank`` of ``world_size`` evaluates, in the order of ``units``.
+
+    Units are dealt round-robin in the order given. With ``chained`` (warm starts: a
+    checkpoint starts from the previous one's adversarial points of the same split) a
+    split's units form one chain that a single rank evaluates in checkpoint order, so
+    chains, not units, are dealt: at most one rank per split has work.
+
+    Args:
+        units: The units still to do, in the fixed order (checkpoint, then split).
+        world_size: Number of ranks.
+        rank: This rank.
+        chained: Deal whole splits instead of single units.
+    """
+    if chained:
+        splits = list(dict.fromkeys(u.split for u in units))
+        items = [[u for u in units if u.split == s] for s in splits]
+    else:
+        items = [[u] for u in units]
+    mine = {u for i, item in enumerate(items) if i % world_size == rank for u in item}
+    return [u for u in units if u in mine]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What rank 0 decides for every rank: the checkpoint files and the units to do."""
+
+    files: list[str]
+    units: list[WorkUnit]
+
+
 def evaluate_run(evaluator: Evaluator, path: str | Path, splits: Sequence[str] = SPLITS,
                  progress: bool = False, checkpoints: Iterable[Path] | None = None,
                  ) -> ResultsStore:
@@ -65,79 +119,168 @@ def evaluate_run(evaluator: Evaluator, path: str | Path, splits: Sequence[str] =
     skips every finished figure and reuses the stored per-point arrays; other settings
     (n, seed, attack options) are evaluated and stored beside the earlier figures.
 
+    Started by a launcher (``torchrun --nproc_per_node N -m marginrobust eval``), every
+    rank calls this: the unfinished (checkpoint, split) units are shared out
+    (:func:`shard_units`), each rank computing on its own device
+    (:func:`marginrobust.distributed.rank_device`) and writing its own shard, and rank 0
+    merges the shards. The records equal those of one process apart from their
+    ``seconds``. Shards left by a killed evaluation are merged before anything else.
+
     Args:
         evaluator: The configured engine.
         path: A run directory or one of its checkpoint files.
         splits: Which points to evaluate: ``test``, ``train`` or both.
-        progress: Show a bar over the attack runs still to do.
+        progress: Show a bar over the attack runs still to do (under a launcher: rank 0's
+            share, on rank 0 only).
         checkpoints: With a run directory, only these checkpoint files.
 
     Returns:
-        The run's results store, with every record.
+        The run's results store, with every record (on every rank: each returns once
+        rank 0 has merged the shards).
     """
-    from ..data import load_dataset
-    from ..train.checkpoints import load_checkpoint, read_checkpoint
-
     files, run_dir = checkpoint_files(path, checkpoints)
     splits = parse_splits(splits)
-    first = read_checkpoint(files[0])
-    run = first.get("run", {})
-    spec = first["data"]
-    data = load_dataset(spec["name"], run.get("data_dir"), spec.get("train_subset"),
-                        spec.get("test_subset"), spec.get("seed", 0))
-    threats = evaluator.threats_for(spec["name"])
-    store = ResultsStore(run_dir)
-    n, seed = evaluator.n, evaluator.seed
-    points = select_points(data, n, seed, splits, store.load_points(n, seed))
-    store.save_points(n, seed, {s: p.indices for s, p in points.items()})
-
-    done = frozenset(store.done())
-    # The bar counts the attack runs still to do, so a resumed evaluation ends full.
-    total = sum(len(evaluator._pending_attacks(f.stem, s, len(p.y), threats, done))
-                for f in files for s, p in points.items())
-    bar = _progress_bar(total) if progress else None
-    step = (lambda _label: bar.update(1)) if bar is not None else None
-    previous: str | None = None
+    device = evaluator.device
+    # The evaluator's device means "this rank's GPU" under a launcher (cuda → cuda:K).
+    evaluator.device = distributed.rank_device(device)
     try:
-        for file in files:
-            name = file.stem
-            todo = {s: p for s, p in points.items()
-                    if not evaluator._expected_keys(name, s, len(p.y), threats) <= store.done()}
-            if todo:
-                _evaluate_checkpoint(evaluator, store, file, todo, threats, run_dir.name,
-                                     previous, bar, step, load_checkpoint)
-            previous = name
+        joined = distributed.init(evaluator.device)
+        return _evaluate(evaluator, files, run_dir, splits, progress, joined)
+    finally:
+        evaluator.device = device
+
+
+def _evaluate(evaluator: Evaluator, files: list[Path], run_dir: Path,
+              splits: tuple[str, ...], progress: bool, joined: bool) -> ResultsStore:
+    """:func:`evaluate_run` once the process group (if any) is joined."""
+    main = distributed.is_main_process()
+    order = [(f.stem, s) for f in files for s in splits]
+    plan, setup = None, None
+    if main:
+        # Before anything reads the store: what a killed evaluation left is results too.
+        if list_shards(run_dir):
+            merge_shards(run_dir, order)
+        setup = _Setup.load(evaluator, files, run_dir, splits, save_points=True)
+        plan = _Plan([str(f) for f in files], setup.pending(evaluator, files, splits))
+    # Also the barrier after points.json is written: the other ranks read it below. They
+    # load the dataset only now, so a dataset is downloaded once, by rank 0.
+    plan = distributed.broadcast_object(plan)
+    files = [Path(f) for f in plan.files]
+    if setup is None:
+        setup = _Setup.load(evaluator, files, run_dir, splits, save_points=False)
+    world, rank = distributed.world_size(), distributed.rank()
+    mine = shard_units(plan.units, world, rank, chained=evaluator.warm_start)
+    sink = open_shard(run_dir, rank) if joined else setup.store
+    show = progress and main
+    total = sum(len(evaluator._pending_attacks(files[u.checkpoint].stem, u.split,
+                                               len(setup.points[u.split].y), setup.threats,
+                                               frozenset(setup.store.done())))
+                for u in mine) if show else 0
+    bar = _progress_bar(total) if show else None
+    label = f"rank {rank} of {world}: " if joined and world > 1 else ""
+    try:
+        _run_units(evaluator, setup, sink, files, mine, run_dir.name, bar, label)
     finally:
         if bar is not None:
             bar.close()
-    return store
+    if not joined:
+        return setup.store
+    distributed.barrier()
+    if main:
+        merge_shards(run_dir, order)
+    distributed.barrier()
+    return ResultsStore(run_dir)
 
 
-def _evaluate_checkpoint(evaluator: Evaluator, store: ResultsStore, file: Path,
-                         points: dict[str, PointSet], threats: list[Any], run_name: str,
-                         previous: str | None, bar: Any, step: Any, load: Any) -> None:
-    """One checkpoint on the points of the splits it still needs, stored split by split."""
-    name = file.stem
-    model, meta = load(file, evaluator.device)
-    metrics = meta.get("metrics") or {}
-    context = {"epoch": meta["epoch"], "step": meta["step"], "train_wall_s": meta["wall_s"],
-               "run": run_name, **{k: metrics.get(k) for k in METRIC_KEYS}}
-    # Read once per checkpoint: the file holds the starts of every split.
-    starts = (store.load_adversarials(previous)
-              if evaluator.warm_start and previous is not None else {})
-    arrays = store.load_arrays(name)
-    for split, pts in points.items():
+@dataclass
+class _Setup:
+    """What every unit of a run needs: the results store, threat models and points."""
+
+    store: ResultsStore
+    threats: list[ThreatModel]
+    points: dict[str, PointSet]
+
+    @classmethod
+    def load(cls, evaluator: Evaluator, files: list[Path], run_dir: Path,
+             splits: tuple[str, ...], save_points: bool) -> _Setup:
+        """The run's data and points (chosen once per (n, seed), then read back)."""
+        from ..data import load_dataset
+        from ..train.checkpoints import read_checkpoint
+
+        first = read_checkpoint(files[0])
+        run = first.get("run", {})
+        spec = first["data"]
+        data = load_dataset(spec["name"], run.get("data_dir"), spec.get("train_subset"),
+                            spec.get("test_subset"), spec.get("seed", 0))
+        store = ResultsStore(run_dir)
+        n, seed = evaluator.n, evaluator.seed
+        points = select_points(data, n, seed, splits, store.load_points(n, seed))
+        if save_points:
+            store.save_points(n, seed, {s: p.indices for s, p in points.items()})
+        return cls(store, evaluator.threats_for(spec["name"]), points)
+
+    def pending(self, evaluator: Evaluator, files: list[Path],
+                splits: tuple[str, ...]) -> list[WorkUnit]:
+        """The units with a figure still to compute (skipped figures are tried again)."""
+        done = self.store.done()
+        return [WorkUnit(i, s) for i, f in enumerate(files) for s in splits
+                if not evaluator._expected_keys(f.stem, s, len(self.points[s].y),
+                                                self.threats) <= done]
+
+
+def _run_units(evaluator: Evaluator, setup: _Setup, sink: ResultsStore, files: list[Path],
+               units: list[WorkUnit], run_name: str, bar: Any, label: str) -> None:
+    """Evaluate ``units`` in order, storing each in ``sink`` (the run's store, or this
+    rank's shard) as soon as it is done."""
+    from ..train.checkpoints import load_checkpoint
+
+    store = setup.store
+    step = (lambda _label: bar.update(1)) if bar is not None else None
+    loaded: tuple[int, Any, dict[str, Any]] | None = None
+    arrays: tuple[str, dict[ArrayKey, np.ndarray]] = ("", {})
+    for unit in units:
+        file = files[unit.checkpoint]
+        name = file.stem
+        if loaded is None or loaded[0] != unit.checkpoint:
+            model, meta = load_checkpoint(file, evaluator.device)
+            loaded = (unit.checkpoint, model, _context(meta, run_name))
+        if arrays[0] != name:
+            # Read once per checkpoint, then kept up to date with what its units add.
+            arrays = (name, _both(store, sink, ResultsStore.load_arrays, name))
+        # The previous file of the run, evaluated or not: as a single process does.
+        previous = files[unit.checkpoint - 1].stem if unit.checkpoint > 0 else None
+        starts = (_both(store, sink, ResultsStore.load_adversarials, previous)
+                  if evaluator.warm_start and previous is not None else {})
+        done = store.done() | sink.done() if sink is not store else store.done()
+        skipped = {**store.skipped(), **sink.skipped()}
+        prior = PriorResults(frozenset(done), skipped, arrays[1], starts)
         if bar is not None:
-            bar.set_description(f"{name} {split}")
-        prior = PriorResults(frozenset(store.done()), store.skipped(), arrays, starts)
-        result = evaluator._evaluate(model, pts.x, pts.y, split, name, context, threats,
-                                     prior, step)
+            bar.set_description(f"{label}{name} {unit.split}")
+        pts = setup.points[unit.split]
+        result = evaluator._evaluate(loaded[1], pts.x, pts.y, unit.split, name, loaded[2],
+                                     setup.threats, prior, step)
         # The points first: whenever a checkpoint's results exist, so do the starts the
         # next checkpoint needs, and a resumed run gets the same numbers.
         if result.adversarials:
-            store.save_adversarials(name, result.adversarials)
-        new = {k: v for k, v in result.arrays.items() if k not in arrays}
+            sink.save_adversarials(name, result.adversarials)
+        new = {k: v for k, v in result.arrays.items() if k not in arrays[1]}
         if new:
-            store.save_arrays(name, new)
-            arrays = {**arrays, **new}
-        store.add(result.records)
+            sink.save_arrays(name, new)
+            arrays = (name, {**arrays[1], **new})
+        sink.add(result.records)
+
+
+def _both(store: ResultsStore, sink: ResultsStore,
+          read: Callable[[ResultsStore, str], dict[ArrayKey, np.ndarray]], checkpoint: str,
+          ) -> dict[ArrayKey, np.ndarray]:
+    """What the run's store and this rank's shard hold of a checkpoint (the shard's wins)."""
+    if sink is store:
+        return read(store, checkpoint)
+    return {**read(store, checkpoint), **read(sink, checkpoint)}
+
+
+def _context(meta: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """The record fields a checkpoint's metadata fills in."""
+    metrics = meta.get("metrics") or {}
+    return {"epoch": meta["epoch"], "step": meta["step"], "train_wall_s": meta["wall_s"],
+            "run": run_name, **{k: metrics.get(k) for k in METRIC_KEYS}}
