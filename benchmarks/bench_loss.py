@@ -36,7 +36,7 @@ from marginrobust.margins import log_losses, per_example_margins
 from marginrobust.precision import deterministic_algorithms, training_precision
 from marginrobust.train.fused_loss import framed_loss
 
-from .common import Row, dry_run, fmt_s, images28, images32, interleave, reps_for, row
+from .common import Row, dry_run, fmt_s, images28, images32, interleave, med, reps_for, row
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -138,11 +138,16 @@ def _model_rows(label: str, build: Callable[[], nn.Module], x: torch.Tensor, y: 
         fns[name] = _epoch(model, fn, x, y, frame, batch_size)
     t = interleave(fns, reps=reps, device=device)
     r = t["ratios"]
+    # fused / log_losses from the same rounds, not a quotient of two medians.
+    fused_ref = med([a / b for a, b in zip(t["times"]["fused"], t["times"]["log_losses"])])
     bench = f"loss step ({label}, batch {batch_size}, {device})"
     where = f"{len(y)} {source} images" + ("; dry run" if tiny else "")
     rows = [
-        row(bench, "time ratio fused step / log_losses step", r["fused"] / r["log_losses"],
-            "<= 1.0", None if tiny else r["fused"] <= r["log_losses"],
+        # On a CPU the model's kernels dwarf the loss's (and their launches cost nothing
+        # extra), so the step ratio there is information; on cuda it is the point.
+        row(bench, "time ratio fused step / log_losses step", fused_ref,
+            "<= 1.0" if device == "cuda" else "info",
+            fused_ref <= 1.0 if device == "cuda" and not tiny else None,
             f"{fmt_s(t['fused'])} vs {fmt_s(t['log_losses'])} per epoch; "
             f"{_check_detail(base, x, y)}"),
         row(bench, "time ratio fused step / float32 CE step", r["fused"], "info", None,
@@ -200,13 +205,13 @@ def _loss_only_rows(device: str, reps: int, calls: int, tiny: bool) -> list[Row]
         return go
 
     t = interleave({k: loop(fn) for k, fn in LOSSES.items()}, reps=reps, device=device)
+    fused_ref = med([a / b for a, b in zip(t["times"]["fused"], t["times"]["log_losses"])])
     bench = f"loss alone ((100, 10) logits, forward + backward, {device})"
     per = {k: t[k] / calls for k in LOSSES}
     detail = ", ".join(f"{k} {per[k] * 1e6:.0f} us" for k in LOSSES) + (
         "; dry run" if tiny else "")
-    return [row(bench, "time ratio fused / log_losses", t["ratios"]["fused"]
-                / t["ratios"]["log_losses"], "<= 1.0",
-                None if tiny else t["fused"] <= t["log_losses"], detail),
+    return [row(bench, "time ratio fused / log_losses", fused_ref, "<= 1.0",
+                None if tiny else fused_ref <= 1.0, detail),
             row(bench, "time ratio fused / float32 CE", t["ratios"]["fused"], "info", None,
                 detail)]
 
