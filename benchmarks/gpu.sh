@@ -24,7 +24,7 @@
 #   MARGINROBUST_SITE       where those wheels go (default /tmp/marginrobust-site), put on
 #                           PYTHONPATH with the repository itself (no install of the project)
 #   MARGINROBUST_BENCH_OUT  the results file, as --out
-#   MARGINROBUST_TEST_LIMIT / MARGINROBUST_BENCH_LIMIT  seconds for each stage (150 / 330)
+#   MARGINROBUST_TEST_LIMIT / MARGINROBUST_BENCH_LIMIT  seconds for each stage (120 / 330)
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
@@ -110,7 +110,7 @@ test_rc=0
 JUNIT=()
 if [ "$TESTS" = 1 ]; then
   echo "[gpu.sh] CUDA tests: pytest -k cuda (skipped without a GPU)"
-  timeout "${MARGINROBUST_TEST_LIMIT:-150}" "$PY" -m pytest -q -k cuda -p no:cacheprovider \
+  timeout "${MARGINROBUST_TEST_LIMIT:-120}" "$PY" -m pytest -q -k cuda -p no:cacheprovider \
     --junitxml="$TMP/junit.xml" tests/
   test_rc=$?
   # 5: nothing selected, which a checkout without CUDA tests would give: not a failure.
