@@ -220,14 +220,14 @@ CUDA_SPEC = dict(model="cnn", model_kwargs={"width": 0.5}, dataset="digits", tra
                  test_subset=50)
 
 
-def _cuda_run(out, epochs: int, resume: bool = False):
+def _run(out, epochs: int, device: str, resume: bool = False):
     from marginrobust import RunSpec, TrainConfig, train_run
 
     with training_precision("fp32"), deterministic_algorithms(True):
         if resume:
             return train_run(out, resume=True, overrides={"epochs": epochs})
         spec = RunSpec(**CUDA_SPEC, train=TrainConfig(epochs=epochs, batch_size=50,
-                                                      device="cuda"))
+                                                      device=device))
         return train_run(out, spec)
 
 
@@ -235,16 +235,17 @@ def _weights(trainer):
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
 
 
-@CUDA
-def test_resumed_run_equals_uninterrupted_on_cuda_bit_for_bit(tmp_path):
-    """Deterministic kernels, fp32: 3 epochs + resume 3 == 6 straight == 6 again."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, device):
+    """Deterministic kernels, fp32: 3 epochs + resume 3 == 6 straight == 6 again (on the
+    CPU it also shows that no op of a training run lacks a deterministic kernel)."""
     from marginrobust import read_metrics
 
     set_cublas_workspace_config()
-    straight = _weights(_cuda_run(tmp_path / "a", 6))
-    again = _weights(_cuda_run(tmp_path / "b", 6))
-    _cuda_run(tmp_path / "c", 3)
-    resumed = _weights(_cuda_run(tmp_path / "c", 6, resume=True))
+    straight = _weights(_run(tmp_path / "a", 6, device))
+    again = _weights(_run(tmp_path / "b", 6, device))
+    _run(tmp_path / "c", 3, device)
+    resumed = _weights(_run(tmp_path / "c", 6, device, resume=True))
     for key, value in straight.items():
         assert torch.equal(value, again[key]), key
         assert torch.equal(value, resumed[key]), key
