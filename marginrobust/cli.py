@@ -86,7 +86,8 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
               lr: float | None, train_subset: int | None, test_subset: int | None, seed: int,
               checkpoint_decades: float, max_minutes: float | None,
               target_log10_loss: float | None, explode_ratio: float, device: str,
-              checkpoint_epochs: str | None, init_from: str | None, scale: float | None,
+              precision: str, deterministic: bool, checkpoint_epochs: str | None,
+              init_from: str | None, scale: float | None,
               resume: bool, quiet: bool) -> None:
     """Train a model with the paper's procedure, checkpointing along the trajectory."""
     from .train.run import RunSpec, train_run
@@ -100,7 +101,8 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
         config = TrainConfig(epochs=100 if epochs is None else epochs, batch_size=batch_size,
                              schedule=schedule, lr=lr, explode_ratio=explode_ratio,
                              max_minutes=max_minutes, target_log10_loss=target_log10_loss,
-                             seed=seed, device=device)
+                             seed=seed, device=device, precision=precision,
+                             deterministic=deterministic)
         spec = RunSpec(model=model, model_kwargs=model_kwargs(model, bias, width, model_opts),
                        dataset=dataset, data_dir=data_dir, train_subset=train_subset,
                        test_subset=test_subset, data_seed=seed, init_seed=seed, train=config,
@@ -193,7 +195,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
               lr: float | None, train_subset: int | None, test_subset: int | None, seed: int,
               checkpoint_decades: float | None, max_minutes: float | None,
               target_log10_loss: float | None, explode_ratio: float, device: str,
-              attacks: str | None, norms: str, eps_l2: str | None, eps_linf: str | None,
+              precision: str, deterministic: bool, attacks: str | None, norms: str,
+              eps_l2: str | None, eps_linf: str | None,
               n_points: int | None, splits: str, aa_version: str, aa_attacks: str | None,
               warm_start: bool, no_certify: bool, eval_seed: int, out: str | None,
               leaderboard_dir: str, no_leaderboard: bool, force: bool, quiet: bool) -> None:
@@ -209,6 +212,7 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
                  "n": n_points, "attacks": attacks, "aa_attacks": aa_attacks, "lr": lr,
                  "max_minutes": max_minutes, "target_log10_loss": target_log10_loss,
                  "explode_ratio": explode_ratio, "seed": seed, "device": device,
+                 "precision": precision, "deterministic": deterministic,
                  "data_dir": data_dir, "model_kwargs": parse_kwargs(model_opts)}
     spec, preset = spec_from_preset(preset_for(dataset, dev), dataset, overrides)
     click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")

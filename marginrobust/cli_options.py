@@ -175,6 +175,14 @@ def train_options(preset: bool = False) -> list[Any]:
                           "loss."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (cuda when present), cpu, cuda or cuda:N."),
+        click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32",
+                     show_default=True,
+                     help="Kernels of the training steps on a GPU: exact fp32, or TF32 "
+                          "(faster, less exact). Margins and losses are always measured in "
+                          "exact fp32 with float64 reductions."),
+        click.option("--deterministic/--no-deterministic", default=True, show_default=True,
+                     help="Deterministic GPU kernels, no cuDNN autotuning: a resumed run "
+                          "equals an uninterrupted one bit for bit on a GPU too."),
     ]
 
 

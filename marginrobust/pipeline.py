@@ -102,6 +102,8 @@ def spec_from_preset(preset: Preset, dataset: str, overrides: dict[str, Any]) ->
                         lr=overrides.get("lr"), max_minutes=overrides.get("max_minutes"),
                         target_log10_loss=overrides.get("target_log10_loss"),
                         explode_ratio=overrides.get("explode_ratio") or 500.0,
+                        precision=overrides.get("precision") or "fp32",
+                        deterministic=overrides.get("deterministic", True),
                         seed=overrides.get("seed") or 0,
                         device=overrides.get("device") or "auto")
     seed = overrides.get("seed") or 0

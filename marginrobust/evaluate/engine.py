@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import resolve_device
+from ..precision import measurement_precision
 from ..registry import ATTACKS
 from . import autoattack as _autoattack  # noqa: F401  (registers the attack)
 from .attacks import Attack
@@ -135,7 +136,19 @@ class Evaluator:
                   threats: Sequence[ThreatModel] | None, prior: PriorResults | None = None,
                   on_step: Callable[[str], None] | None = None) -> Evaluation:
         """:meth:`evaluate`, skipping ``prior.done`` figures and reusing ``prior`` arrays;
-        ``on_step`` is called once per unit of :meth:`_pending_attacks`."""
+        ``on_step`` is called once per unit of :meth:`_pending_attacks`.
+
+        Runs with TF32 off (the caller's flags restored after): attack figures and the
+        clean accuracy are measurements, and TF32 moves margins in the fourth digit.
+        """
+        with measurement_precision():
+            return self._evaluate_exact(model, x, y, split, checkpoint, context, threats,
+                                        prior, on_step)
+
+    def _evaluate_exact(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str,
+                        checkpoint: str, context: dict[str, Any] | None,
+                        threats: Sequence[ThreatModel] | None, prior: PriorResults | None,
+                        on_step: Callable[[str], None] | None) -> Evaluation:
         threats = list(threats or self.threats_for(None))
         model = model.to(self.device).eval()
         x, y = x.to(self.device), y.to(self.device)

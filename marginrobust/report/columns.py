@@ -18,7 +18,8 @@ import pandas as pd
 
 from ..io import SPLITS
 
-IDENTITY = ("run", "run_dir", "dataset", "model", "bias", "width", "schedule", "checkpoint")
+IDENTITY = ("run", "run_dir", "dataset", "model", "bias", "width", "schedule", "precision",
+            "checkpoint")
 # The settings that decided a row's figures: points per split, point seed, and the id of the
 # attack options (see the settings table). A row never holds figures of two settings.
 SETTINGS = ("n", "seed", "settings")

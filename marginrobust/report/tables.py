@@ -177,9 +177,18 @@ def _identity(run: RunData) -> dict[str, Any]:
     kind, colon, arg = dataset.partition(":")
     if colon:  # imagefolder:/long/path/set.tar.xz → imagefolder:set.tar.xz (no machine paths)
         dataset = f"{kind}:{Path(arg).name}"
+    train = spec.get("train") or {}
     return {"run": run.label, "run_dir": str(run.path), "dataset": dataset,
             "model": spec.get("model"), "bias": kwargs.get("bias"), "width": kwargs.get("width"),
-            "schedule": (spec.get("train") or {}).get("schedule")}
+            "schedule": train.get("schedule"), "precision": _precision(train)}
+
+
+def _precision(train: dict[str, Any]) -> str:
+    """The training kernels as the board shows them: ``fp32``, ``tf32``, plus
+    ``non-deterministic`` when deterministic algorithms were off (runs made before the
+    option existed recorded neither and trained in fp32)."""
+    label = str(train.get("precision", "fp32"))
+    return label if train.get("deterministic", True) else f"{label}, non-deterministic"
 
 
 def _epoch_of(name: str, context: dict[str, Any]) -> int | None:

@@ -153,6 +153,11 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
         spec = spec or RunSpec()
     spec.train.validate()
     _check_spec(spec)
+    if spec.train.deterministic:
+        # cuBLAS reads its workspace setting once, when it starts: set it before any CUDA work.
+        from ..precision import set_cublas_workspace_config
+
+        set_cublas_workspace_config()
 
     data = load_dataset(spec.dataset, spec.data_dir, spec.train_subset, spec.test_subset,
                         spec.data_seed)

@@ -18,9 +18,17 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import resolve_device  # noqa: F401  (re-exported: older callers import it from here)
-from ..margins import LN10, log_losses, margin_stats
+from ..margins import LN10, margin_stats
 from ..models import homogeneity_order, weight_layers
+from ..precision import (
+    DEFAULT_PRECISION,
+    check_precision,
+    deterministic_algorithms,
+    measurement_precision,
+    training_precision,
+)
 from .callbacks import Callback, state_keys
+from .fused_loss import framed_loss
 from .schedules import SCHEDULES, Schedule, make_schedule
 
 DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "constant": 0.01}
@@ -53,6 +61,12 @@ class TrainConfig:
         seed: Seed of the data order (the model's initialisation is seeded by its builder).
         device: ``auto`` (cuda when present), ``cpu`` or ``cuda``.
         eval_batch_size: Batch size of the per-epoch full-set measurements.
+        precision: Kernels of the training steps: ``fp32`` (exact, the default) or
+            ``tf32`` (TF32 matmuls and convolutions on a GPU; no effect on a CPU). The
+            per-epoch measurements (losses, margins) are always exact float32 with float64
+            reductions, whatever this says.
+        deterministic: Deterministic algorithms, no cuDNN autotuning, the cuBLAS workspace
+            setting: a resumed run equals an uninterrupted one bit for bit on a GPU too.
     """
 
     epochs: int = 100
@@ -68,6 +82,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    precision: str = DEFAULT_PRECISION
+    deterministic: bool = True
 
     def validate(self) -> TrainConfig:
         """Check values; returns self with ``lr`` filled in.
@@ -97,6 +113,9 @@ class TrainConfig:
             # Finite too: run.json is strict JSON, and "never" is leaving it out.
             _check_number("--target-log10-loss", self.target_log10_loss, lambda v: True,
                           "a finite number")
+        check_precision(self.precision)
+        if not isinstance(self.deterministic, bool):
+            raise UserError(f"deterministic must be true or false, not {self.deterministic!r}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.schedule]
         resolve_device(self.device)
@@ -155,7 +174,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         # The homogeneity order L, measured once (a few forward passes): None when the
         # model is not homogeneous, and then the margins use ``margin_order`` nominally.
-        self.order = homogeneity_order(self.model, self.x_train[:64])
+        with measurement_precision():
+            self.order = homogeneity_order(self.model, self.x_train[:64])
         self.margin_order = self.order if self.order is not None else len(
             weight_layers(self.model))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.schedule.rate,
@@ -177,9 +197,10 @@ class Trainer:
         """
         self.model.eval()
         bs = self.config.eval_batch_size
-        if train is None:
-            train = margin_stats(self.model, self.x_train, self.y_train, self.order, bs)
-        test = margin_stats(self.model, self.x_test, self.y_test, self.order, bs)
+        with measurement_precision():
+            if train is None:
+                train = margin_stats(self.model, self.x_train, self.y_train, self.order, bs)
+            test = margin_stats(self.model, self.x_test, self.y_test, self.order, bs)
         log10_lr = self.schedule.log10_lr
         record = {
             "epoch": self.epoch, "step": self.step, "grad_evals": self.grad_evals,
@@ -199,8 +220,9 @@ class Trainer:
 
     def _train_stats(self) -> dict[str, Any]:
         self.model.eval()
-        return margin_stats(self.model, self.x_train, self.y_train, self.order,
-                            self.config.eval_batch_size)
+        with measurement_precision():
+            return margin_stats(self.model, self.x_train, self.y_train, self.order,
+                                self.config.eval_batch_size)
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self) -> tuple[int, bool]:
@@ -221,7 +243,8 @@ class Trainer:
             idx = perm[i:i + bs]
             logits = self.model(self.x_train[idx])
             # Relative loss mean exp(log ℓ − F): its gradient times α is η ∇(mean loss).
-            rel = torch.exp(log_losses(logits, self.y_train[idx]) - frame).mean()
+            # One fused autograd node (float64 inside) instead of a dozen small kernels.
+            rel = framed_loss(logits, self.y_train[idx], frame)
             bad |= ~torch.isfinite(rel) | (rel > limit)
             self.optimizer.zero_grad(set_to_none=True)
             rel.backward()
@@ -236,6 +259,12 @@ class Trainer:
         Warns once (:class:`NonHomogeneousWarning`) when the model is not homogeneous.
         """
         state_keys(self.callbacks)  # refuse colliding resume keys before any work
+        # The flags hold for this call only: the caller's torch state is restored after.
+        with deterministic_algorithms(self.config.deterministic), \
+                training_precision(self.config.precision):
+            return self._fit()
+
+    def _fit(self) -> str:
         if self.order is None:
             warnings.warn(self.nominal_order_note(), NonHomogeneousWarning, stacklevel=2)
         for cb in self.callbacks:
