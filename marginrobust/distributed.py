@@ -134,10 +134,11 @@ def backend() -> str | None:
 
 def init(device: str | torch.device = "cpu", timeout: timedelta = DEFAULT_TIMEOUT) -> bool:
     """Join the launcher's process group, once per process; returns whether this process
-    is part of a job (False without a launcher: nothing is done).
+    is part of a job (False without a launcher and without a group: nothing is done).
 
-    A group that already exists (joined earlier, e.g. by training in the same process)
-    is kept as it is, whatever ``device`` says now.
+    A group that already exists (joined earlier, e.g. by training in the same process, or
+    by the caller's own ``init_process_group``) is kept as it is, whatever ``device``
+    says now.
 
     Args:
         device: Where this process computes (:func:`rank_device`'s answer); decides the
@@ -147,6 +148,8 @@ def init(device: str | torch.device = "cpu", timeout: timedelta = DEFAULT_TIMEOU
     Raises:
         UserError: torch has no distributed support, or the device does not exist.
     """
+    if is_initialized():
+        return True
     if not launched():
         return False
     import torch
@@ -154,8 +157,6 @@ def init(device: str | torch.device = "cpu", timeout: timedelta = DEFAULT_TIMEOU
 
     if not dist.is_available():
         raise UserError("this torch build has no torch.distributed; run one process")
-    if dist.is_initialized():
-        return True
     dev = rank_device(device)
     name = backend_for(dev)
     kwargs: dict[str, Any] = {}

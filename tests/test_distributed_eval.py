@@ -1,6 +1,7 @@
 """Sharded evaluation under torchrun (gloo, 2 CPU processes): the same records and arrays
 as one process, resume after a rank is killed, either mode resuming the other, warm-start
-chains; the shard merge, the dealing of units and the collective helpers."""
+chains; the shard merge, the dealing of units and the collective helpers; with a GPU, one
+nccl rank against one process."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from marginrobust import RunSpec, TrainConfig, distributed, train_run
 from marginrobust.evaluate.engine import Evaluator
@@ -312,3 +314,40 @@ def test_collective_helpers_under_two_gloo_ranks(tmp_path):
     assert job.returncode == 0, job.stderr[-3000:]
     # Every rank got the same bits.
     assert (tmp_path / "rank-0.txt").read_text() == (tmp_path / "rank-1.txt").read_text()
+
+
+ONE_CUDA_RANK = """
+    import json
+    import sys
+    from marginrobust import distributed
+    from marginrobust.evaluate.engine import Evaluator
+    from marginrobust.evaluate.run import evaluate_run
+    from marginrobust.evaluate.threats import ThreatModel
+
+    ev = Evaluator(threats=[ThreatModel("L2", (0.5, 1.0))], attacks=("pgd", "fmn"), n=12,
+                   seed=0, device="cuda")
+    evaluate_run(ev, sys.argv[1], ("test", "train"))
+    with open("rank-0.json", "w") as fh:
+        json.dump({"backend": distributed.backend(), "device": str(ev.device),
+                   "rank_device": str(distributed.rank_device("cuda"))}, fh)
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rank_under_nccl_gives_the_records_of_one_process(run_dir, tmp_path):
+    """One rank under torchrun on the GPU (nccl, cuda:LOCAL_RANK) against one process."""
+    ref = fresh(run_dir, tmp_path / "single")
+    evaluate_run(Evaluator(threats=THREATS, attacks=("pgd", "fmn"), n=12, seed=0,
+                           device="cuda"), ref, ("test", "train"))
+    out = fresh(run_dir, tmp_path / "sharded")
+    script = tmp_path / "one_cuda_rank.py"
+    script.write_text(textwrap.dedent(ONE_CUDA_RANK))
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "1", str(script), str(out)], cwd=tmp_path,
+                         env=_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert job.returncode == 0, job.stderr[-3000:]
+    seen = json.loads((tmp_path / "rank-0.json").read_text())
+    # The group was nccl's, the rank computed on cuda:0, and the evaluator got its own
+    # device back afterwards.
+    assert seen == {"backend": "nccl", "device": "cuda", "rank_device": "cuda:0"}
+    assert_same_results(out, ref)

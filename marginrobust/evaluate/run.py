@@ -171,12 +171,13 @@ def _evaluate(evaluator: Evaluator, files: list[Path], run_dir: Path,
     world, rank = distributed.world_size(), distributed.rank()
     mine = shard_units(plan.units, world, rank, chained=evaluator.warm_start)
     sink = open_shard(run_dir, rank) if joined else setup.store
-    show = progress and main
-    total = sum(len(evaluator._pending_attacks(files[u.checkpoint].stem, u.split,
-                                               len(setup.points[u.split].y), setup.threats,
-                                               frozenset(setup.store.done())))
-                for u in mine) if show else 0
-    bar = _progress_bar(total) if show else None
+    bar = None
+    if progress and main:
+        # The bar counts the attack runs still to do, so a resumed evaluation ends full.
+        done = frozenset(setup.store.done())
+        bar = _progress_bar(sum(len(evaluator._pending_attacks(
+            files[u.checkpoint].stem, u.split, len(setup.points[u.split].y), setup.threats,
+            done)) for u in mine))
     label = f"rank {rank} of {world}: " if joined and world > 1 else ""
     try:
         _run_units(evaluator, setup, sink, files, mine, run_dir.name, bar, label)
