@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from . import (
     bench_certify,
+    bench_distributed,
     bench_eval,
     bench_growth,
     bench_loss,
@@ -48,9 +49,11 @@ BENCHMARKS: dict[str, ModuleType] = {
     "warm": bench_warm,
     "loss": bench_loss,
     "presets": bench_presets,
+    "distributed": bench_distributed,
 }
 # What a plain ``python -m benchmarks`` runs on the CPU (unchanged by the cuda suite).
-CPU_SUITE = ("train", "margins", "schedule", "eval", "certify", "growth", "warm")
+CPU_SUITE = ("train", "margins", "schedule", "eval", "certify", "growth", "warm", "loss",
+             "distributed")
 # What ``--device cuda`` (and a ``--tiny`` dry run) runs: the modules that take a device.
 CUDA_SUITE = ("train", "loss", "margins", "eval", "certify", "presets")
 RESULTS = Path(__file__).with_name("results.json")

@@ -5,7 +5,7 @@
   1.0), N = 250, 500, 1000 training points, timed round-robin. Linear growth means equal
   time per point; the figure is the per-point time at the largest N over that at the
   smallest.
-* Checkpoints: ``Evaluator.evaluate_run`` on a run directory holding 2, 4 or 8 copies of
+* Checkpoints: ``evaluate_run`` on a run directory holding 2, 4 or 8 copies of
   one checkpoint of a tiny digits run (MLP width 32, 300 training images), so every
   checkpoint costs the same work and any growth beyond linear comes from the run-level
   bookkeeping (results store, per-point arrays). The ``eval/`` folder is removed before
@@ -38,9 +38,11 @@ from marginrobust import (
     ResultsStore,
     RunSpec,
     TrainConfig,
+    evaluate_run,
     list_checkpoints,
     train_run,
 )
+from marginrobust.evaluate.store import ArrayKey
 
 from .common import Row, fmt_s, interleave, reps_for, row, trained_digits_mlp
 
@@ -103,7 +105,7 @@ def _short(file: str) -> str:
 def _profile(ev: Evaluator, run: Path) -> tuple[list[dict[str, Any]], str]:
     shutil.rmtree(run / "eval", ignore_errors=True)
     prof = cProfile.Profile()
-    prof.runcall(ev.evaluate_run, run)
+    prof.runcall(evaluate_run, ev, run)
     stats = pstats.Stats(prof)
     stats.sort_stats("cumulative")
     entries = []
@@ -129,7 +131,7 @@ def _checkpoint_rows(quick: bool) -> list[Row]:
         def clear(name: str) -> None:
             shutil.rmtree(runs[int(name)] / "eval", ignore_errors=True)
 
-        fns = {str(k): (lambda run=runs[k]: ev.evaluate_run(run)) for k in reversed(counts)}
+        fns = {str(k): (lambda run=runs[k]: evaluate_run(ev, run)) for k in reversed(counts)}
         t = interleave(fns, reps=reps_for(quick, 5), setup=clear)
         profile, by_tottime = _profile(ev, runs[counts[-1]])
     lo, hi = counts[0], counts[-1]
@@ -154,11 +156,12 @@ def _store_session(root: Path, checkpoints: int, per_split: int = 24, points: in
         for split in ("test", "train"):
             store.done()
             arrays = store.load_arrays(name)
-            arrays.update({f"{split}/m{i}": rng.random(points) for i in range(per_split)})
+            arrays.update({ArrayKey(split, f"m{i}", None, None, "values", points, 0, "{}"):
+                           rng.random(points) for i in range(per_split)})
             records = [EvalRecord(checkpoint=name, split=split, method=f"m{i % 6}",
                                   norm="L2" if i % 2 else "Linf", eps=0.1 * (i // 6 + 1),
                                   n=points, clean_acc=0.9, robust_acc=0.5, epoch=c,
-                                  median_distance=0.3, min_distance=0.1)
+                                  median_distance=0.3, min_distance=0.1, seed=0, config="{}")
                        for i in range(per_split)]
             store.save_arrays(name, arrays)
             store.add(records)
