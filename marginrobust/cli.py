@@ -153,6 +153,7 @@ def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: 
     distances and radii). Rerunning with the same settings skips finished work; new
     settings are evaluated and stored beside the old figures.
     """
+    from . import distributed
     from .evaluate.run import evaluate_run
     from .io import parse_splits
 
@@ -160,6 +161,8 @@ def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: 
     evaluator = build_evaluator(attacks, norms, eps_l2, eps_linf, n_points, eval_seed, device,
                                 not no_certify, aa_version, aa_attacks, warm_start)
     store = evaluate_run(evaluator, path, chosen, progress=not quiet)
+    if not distributed.is_main_process():
+        return  # under torchrun every rank holds the merged results; rank 0 prints them
     records = store.records
     click.echo(summary_table(records))
     report_flags(records)
@@ -200,6 +203,7 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
               n_points: int | None, splits: str, aa_version: str, aa_attacks: str | None,
               warm_start: bool, no_certify: bool, eval_seed: int, out: str | None,
               leaderboard_dir: str, no_leaderboard: bool, force: bool, quiet: bool) -> None:
+    from . import distributed
     from .io import parse_splits, resolve_device
     from .pipeline import bench, spec_from_preset
     from .presets import preset_for
@@ -222,6 +226,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
     result = bench(spec, evaluator, Path(out) if out else None,
                    None if no_leaderboard else Path(leaderboard_dir), chosen,
                    progress=not quiet, log=click.echo, force=force)
+    if not distributed.is_main_process():
+        return
     click.echo(summary_table([r for r in result["records"]
                               if r.method in ("autoattack", "certified", "fmn")]))
     report_flags(result["records"])

@@ -198,7 +198,9 @@ def eval_options(preset: bool = False) -> list[Any]:
         click.option("--eps-linf", default=None, metavar="E1,E2",
                      help="Linf budgets, fractions allowed [dataset default, e.g. cifar10 "
                           "8/255]."),
-        _opt("--n", "n_points", default=100, preset=preset, type=click.IntRange(min=1),
+        # --n-points too: torchrun's own parser takes a bare --n for its --nnodes.
+        _opt("--n", "--n-points", "n_points", default=100, preset=preset,
+             type=click.IntRange(min=1),
              help="Evaluation points per split (seeded, class-balanced, the same for every "
                   "checkpoint)."),
         click.option("--split", "splits", default="test,train", show_default=True,

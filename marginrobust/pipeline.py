@@ -75,19 +75,29 @@ def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
         ``{"out": run dir, "train": stage outcome, "records": eval records,
         "leaderboard": written files or None}``.
     """
-    out = Path(out) if out is not None else default_out(spec)
-    log(f"[bench] run directory {out}")
-    outcome = train_stage(out, spec, progress)
-    log(f"[bench] training: {outcome}")
+    from . import distributed
     from .evaluate.run import evaluate_run
     from .report.publish import update_leaderboard
 
-    store = evaluate_run(evaluator, out, splits=splits, progress=progress)
-    log(f"[bench] evaluation: {len(store.records)} records in {store.path}")
+    out = Path(out) if out is not None else default_out(spec)
+    main = distributed.is_main_process()
+    say = log if main else (lambda *_: None)
+    say(f"[bench] run directory {out}")
+    if distributed.launched():
+        # Under torchrun one rank trains and the others wait for its checkpoints (the
+        # broadcast is the barrier); the evaluation is then shared by all ranks.
+        distributed.init(distributed.rank_device(str(evaluator.device)))
+        outcome = distributed.broadcast_object(
+            train_stage(out, spec, progress) if main else None)
+    else:
+        outcome = train_stage(out, spec, progress)
+    say(f"[bench] training: {outcome}")
+    store = evaluate_run(evaluator, out, splits=splits, progress=progress and main)
+    say(f"[bench] evaluation: {len(store.records)} records in {store.path}")
     files = None
-    if leaderboard_dir is not None:
+    if leaderboard_dir is not None and main:
         files = update_leaderboard([out], leaderboard_dir, force=force)
-        log(f"[bench] leaderboard: {files['README.md']}")
+        say(f"[bench] leaderboard: {files['README.md']}")
     return {"out": out, "train": outcome, "records": store.records, "leaderboard": files}
 
 
