@@ -20,7 +20,8 @@
 #   MARGINROBUST_WHEELS     a folder of wheels to install first, for a machine without
 #                           network whose torch (CUDA build) is already there: installed
 #                           with pip --no-index --no-deps --target, torch untouched
-#                           (../shared/GPU.md says which wheels)
+#                           (foolbox, eagerpy, pyautoattack, gitpython, gitdb, smmap,
+#                           tabulate: what a typical CUDA image lacks)
 #   MARGINROBUST_SITE       where those wheels go (default /tmp/marginrobust-site), put on
 #                           PYTHONPATH with the repository itself (no install of the project)
 #   MARGINROBUST_BENCH_OUT  the results file, as --out
@@ -93,7 +94,7 @@ for name in ("torch", "numpy", "foolbox", "pyautoattack", "tabulate", "pytest", 
         missing.append(f"{name} ({type(exc).__name__}: {exc})")
 if missing:
     sys.exit("gpu.sh: cannot import " + "; ".join(missing)
-             + " (set MARGINROBUST_WHEELS to a folder of wheels, see ../shared/GPU.md)")
+             + " (set MARGINROBUST_WHEELS to a folder of wheels: foolbox, eagerpy, pyautoattack, tabulate)")
 import torch
 if sys.argv[1] == "cuda" and not torch.cuda.is_available():
     sys.exit("gpu.sh: no CUDA device here (torch " + torch.__version__
