@@ -7,9 +7,12 @@ launcher (the ``env://`` variables ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT`` are set) :func:`init` joins the process group: ``nccl`` when the
 process computes on a GPU, ``gloo`` on the CPU.
 
-The reductions (:func:`all_logsumexp`, :func:`all_min`, :func:`all_sum`) gather every
-rank's values and reduce them in rank order in float64 (int64 for integers) on the CPU,
-so every rank gets the same bits, independent of the backend's reduction order.
+The reductions (:func:`all_logsumexp`, :func:`all_min`, :func:`all_max`, :func:`all_sum`)
+gather every rank's values and reduce them in rank order in float64 (int64 for integers)
+on the CPU, so every rank gets the same bits, independent of the backend's reduction
+order. Data-parallel training uses :func:`all_sum_tensors_` (the gradients: the same
+rank-order float64 sum, on the tensors' device), :func:`broadcast_tensors_` (rank 0's
+parameters) and :func:`share_bounds` (each rank's contiguous share of a batch or a set).
 
 It sits at the bottom of the package with :mod:`.io`: it imports only ``errors``, and
 torch only inside the functions that need it.
@@ -255,6 +258,11 @@ def all_min(values: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     return _gathered(values).min(dim=0).values
 
 
+def all_max(values: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """The maximum over ranks, elementwise (float64, int64 for integers)."""
+    return _gathered(values).max(dim=0).values
+
+
 def all_sum(values: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     """The sum over ranks, elementwise and in rank order (float64, int64 for integers:
     counts stay exact)."""
@@ -267,7 +275,91 @@ def all_sum(values: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     return total
 
 
-__all__ = ["DEFAULT_TIMEOUT", "LAUNCH_ENV", "all_gather_object", "all_logsumexp", "all_min",
-           "all_sum", "backend", "backend_for", "barrier", "broadcast_object", "init",
-           "is_initialized", "is_main_process", "launched", "local_rank", "rank",
-           "rank_device", "shutdown", "world_size"]
+def share_bounds(n: int, ranks: int | None = None, this: int | None = None) -> tuple[int, int]:
+    """``(lo, hi)``: this rank's contiguous share ``range(lo, hi)`` of ``n`` items.
+
+    The shares are those of ``torch.tensor_split(range(n), ranks)``: in rank order,
+    rank 0 first, the first ``n % ranks`` ranks one item more; a share may be empty.
+
+    Args:
+        n: How many items are shared out.
+        ranks: Into how many shares (default: :func:`world_size`).
+        this: Whose share (default: :func:`rank`).
+    """
+    ranks = world_size() if ranks is None else ranks
+    this = rank() if this is None else this
+    size, extra = divmod(n, ranks)
+    lo = this * size + min(this, extra)
+    return lo, lo + size + (1 if this < extra else 0)
+
+
+# Elements per collective call of the tensor operations below: bounds the gathered buffer
+# (world size x chunk) whatever the model's size.
+_CHUNK = 1 << 22
+
+
+def _flat_groups(tensors: Sequence[torch.Tensor]) -> dict[tuple[Any, Any], list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype): each group travels as one buffer."""
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    return groups
+
+
+def all_sum_tensors_(tensors: Sequence[torch.Tensor]) -> None:
+    """Replace every tensor, in place, by its sum over ranks (nothing to do in one process).
+
+    The ranks' tensors are gathered and added in rank order in float64, then rounded once
+    to each tensor's dtype: every rank gets the same bits, whatever the backend's own
+    reduction order, and for float32 the result is the correctly rounded sum of the
+    ranks' values but for double rounding (with 2 ranks it is exactly the float32 sum).
+    Every rank must pass tensors of the same shapes and dtypes in the same order.
+    """
+    if not is_initialized() or world_size() == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    ranks = world_size()
+    for indices in _flat_groups(tensors).values():
+        members = [tensors[i] for i in indices]
+        flat = torch.cat([t.reshape(-1) for t in members]).to(_collective_device())
+        for lo in range(0, flat.numel(), _CHUNK):
+            part = flat[lo:lo + _CHUNK]
+            gathered = torch.empty((ranks, part.numel()), dtype=part.dtype, device=part.device)
+            dist.all_gather(list(gathered.unbind(0)), part)
+            total = gathered[0].to(torch.float64)
+            for other in gathered[1:]:
+                total += other  # rank order, on purpose (see all_sum)
+            part.copy_(total)
+        start = 0
+        for t in members:
+            t.copy_(flat[start:start + t.numel()].view_as(t))
+            start += t.numel()
+
+
+def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
+    """Overwrite every tensor, in place, with rank ``src``'s (nothing to do in one process).
+
+    Every rank must pass tensors of the same shapes and dtypes in the same order.
+    """
+    if not is_initialized() or world_size() == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    for indices in _flat_groups(tensors).values():
+        members = [tensors[i] for i in indices]
+        flat = torch.cat([t.reshape(-1) for t in members]).to(_collective_device())
+        dist.broadcast(flat, src=src)
+        start = 0
+        for t in members:
+            t.copy_(flat[start:start + t.numel()].view_as(t))
+            start += t.numel()
+
+
+__all__ = ["DEFAULT_TIMEOUT", "LAUNCH_ENV", "all_gather_object", "all_logsumexp", "all_max",
+           "all_min", "all_sum", "all_sum_tensors_", "backend", "backend_for", "barrier",
+           "broadcast_object", "broadcast_tensors_", "init", "is_initialized",
+           "is_main_process", "launched", "local_rank", "rank", "rank_device",
+           "share_bounds", "shutdown", "world_size"]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from .models import homogeneity_order, layer_norms
 
 LN10 = math.log(10.0)
@@ -82,7 +83,7 @@ def param_norm(model: nn.Module) -> float:
 
 
 def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: Sequence[float],
-                      order: int | None) -> dict[str, Any]:
+                      order: int | None, across_ranks: bool = False) -> dict[str, Any]:
     """Margin statistics from logits over the training set and the parameter norms.
 
     Args:
@@ -92,6 +93,11 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
         norms: Frobenius norm of each weight layer (layer 1's bias included).
         order: Homogeneity order L, or None for a non-homogeneous model; then the
             normalized margins use the nominal order len(norms) and are only indicative.
+        across_ranks: ``logits`` and ``y`` are this rank's share of the set (every rank
+            of the process group calls this with its own share; ``rho`` and ``norms``
+            are the same on all): the statistics are those of the whole set, reduced
+            exactly (:func:`reduce_shares`). Without a group of several processes this
+            changes nothing.
 
     Returns:
         A dict with ``log10_loss`` (summed), ``log10_mean_loss``, ``accuracy``, ``q_min``,
@@ -101,21 +107,59 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
         (q_min/ρ^L), ``product_margin`` (q_min/∏‖W_i‖_F), ``smoothed_margin``
         (−log(expm1 𝓛)/ρ^L) and ``near_support`` (#{n: q_n < q_min + k·ln 10}, k = 1..7).
     """
-    n = int(y.numel())
     q = per_example_margins(logits, y)
     log_l = log_losses(logits, y)
-    log_loss = log_sum_loss(log_l)
-    q_min, q_max = float(q.min()), float(q.max())
+    if across_ranks and distributed.is_initialized() and distributed.world_size() > 1:
+        summary = reduce_shares(q, log_l)
+    else:
+        summary = _summary(q, log_l)
+    return _stats(summary, rho, norms, order)
+
+
+def _summary(q: torch.Tensor, log_l: torch.Tensor) -> dict[str, Any]:
+    """The set-level numbers of one process's margins q_n and log-losses log ℓ_n."""
+    q_min = float(q.min())
+    return {"n": int(q.numel()), "log_loss": log_sum_loss(log_l),
+            "accuracy": float((q > 0).double().mean()), "q_min": q_min,
+            "q_max": float(q.max()),
+            "near": [int((q < q_min + k * LN10).sum()) for k in NEAR_SUPPORT_DECADES]}
+
+
+def reduce_shares(q: torch.Tensor, log_l: torch.Tensor) -> dict[str, Any]:
+    """The numbers of :func:`_summary` over the union of every rank's share, on every rank.
+
+    Each rank passes its share's q_n and log ℓ_n (a share may be empty). log 𝓛 is the
+    float64 logsumexp of the ranks' log 𝓛 (in rank order), q_min and q_max the minimum
+    and maximum over ranks, the counts (points, correct, near the support, which need the
+    global q_min first) sums of integers; so all ranks get the same bits. They equal one
+    process's numbers but for log 𝓛, which is summed in another order (float64 rounding,
+    about 1e-16 relative).
+    """
+    log_loss = float(distributed.all_logsumexp(
+        torch.logsumexp(log_l.to(torch.float64), dim=0).cpu()))
+    q_min = float(distributed.all_min(float(q.min()) if q.numel() else math.inf))
+    q_max = float(distributed.all_max(float(q.max()) if q.numel() else -math.inf))
+    local = [int(q.numel()), int((q > 0).sum())]
+    local += [int((q < q_min + k * LN10).sum()) for k in NEAR_SUPPORT_DECADES]
+    counts = [int(v) for v in distributed.all_sum(torch.tensor(local, dtype=torch.int64))]
+    n, correct = counts[0], counts[1]
+    return {"n": n, "log_loss": log_loss, "accuracy": correct / n, "q_min": q_min,
+            "q_max": q_max, "near": counts[2:]}
+
+
+def _stats(summary: dict[str, Any], rho: float, norms: Sequence[float],
+           order: int | None) -> dict[str, Any]:
+    """The statistics dict of :func:`stats_from_logits` from the set-level numbers."""
+    n, log_loss, q_min = summary["n"], summary["log_loss"], summary["q_min"]
     order_used = order if order is not None else len(norms)
     log_rho_l = order_used * math.log(rho)
     log_prod = sum(math.log(v) for v in norms)
-    near = [int((q < q_min + k * LN10).sum()) for k in NEAR_SUPPORT_DECADES]
     return {
         "log10_loss": log_loss / LN10,
         "log10_mean_loss": (log_loss - math.log(n)) / LN10,
-        "accuracy": float((q > 0).double().mean()),
+        "accuracy": summary["accuracy"],
         "q_min": q_min,
-        "q_max": q_max,
+        "q_max": summary["q_max"],
         "rho": rho,
         "layer_norms": [float(v) for v in norms],
         "homogeneity_order": order,
@@ -124,7 +168,7 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
         "normalized_margin": q_min * math.exp(-log_rho_l),
         "product_margin": q_min * math.exp(-log_prod),
         "smoothed_margin": neg_log_expm1(log_loss) * math.exp(-log_rho_l),
-        "near_support": near,
+        "near_support": summary["near"],
     }
 
 
@@ -132,13 +176,15 @@ def stats_from_logits(logits: torch.Tensor, y: torch.Tensor, rho: float, norms: 
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in batches, without gradients, on the model's device."""
     device = next(model.parameters()).device
+    if len(x) == 0:
+        return model(x.to(device))  # an empty share of a set split over ranks
     outs = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     return torch.cat(outs)
 
 
 def margin_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  order: int | None | str = "auto",
-                 batch_size: int = 1000) -> dict[str, Any]:
+                 batch_size: int = 1000, across_ranks: bool = False) -> dict[str, Any]:
     """Margin statistics of ``model`` on a training set (x, y).
 
     Args:
@@ -146,15 +192,20 @@ def margin_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         x: Inputs (N, ...), in [0, 1].
         y: Labels (N,).
         order: The homogeneity order L; ``"auto"`` measures it on the first 64 points
-            (pass it in when calling repeatedly: it costs a few forward passes).
+            (pass it in when calling repeatedly: it costs a few forward passes; with
+            ``across_ranks``, pass it in: the ranks' shares would measure their own).
         batch_size: Forward-pass batch size.
+        across_ranks: ``x`` and ``y`` are this rank's share of the set and every rank of
+            the process group holds the same model: the statistics of the whole set
+            (:func:`stats_from_logits`).
     """
     if order == "auto":
         order = homogeneity_order(model, x[:64])
     logits = predict_logits(model, x, batch_size)
     y = y.to(logits.device)
-    return stats_from_logits(logits, y, param_norm(model), layer_norms(model), order)
+    return stats_from_logits(logits, y, param_norm(model), layer_norms(model), order,
+                             across_ranks)
 
 
 __all__ = ["log_losses", "log_sum_loss", "margin_stats", "neg_log_expm1", "param_norm",
-           "per_example_margins", "predict_logits", "stats_from_logits"]
+           "per_example_margins", "predict_logits", "reduce_shares", "stats_from_logits"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import UserError
 from ..io import atomic_write  # noqa: F401  (still imported from here by older callers)
 from .callbacks import Callback
@@ -110,6 +111,9 @@ class CheckpointCallback(Callback):
     ``decades`` (paper: 5 for long runs, 1 for short ones), the chosen ``epochs``, and
     the last epoch. ``resume.pt`` is rewritten after every accepted epoch.
 
+    Under a process group it decides on every rank (so that the ranks' resume states
+    agree) and writes on rank 0 only.
+
     Args:
         run_dir: The run directory.
         model_info: ``{"name": ..., "kwargs": {...}}`` to rebuild the model.
@@ -155,7 +159,8 @@ class CheckpointCallback(Callback):
             self.next_threshold = self._next(log10_loss)
         if kind is not None:
             self._save(trainer, kind)
-        save_checkpoint(self._payload(trainer, "resume"), self.run_dir / RESUME_FILE)
+        if distributed.is_main_process():
+            save_checkpoint(self._payload(trainer, "resume"), self.run_dir / RESUME_FILE)
 
     def on_train_end(self, trainer: Trainer, reason: str) -> None:
         if trainer.epoch not in self.saved:
@@ -163,8 +168,9 @@ class CheckpointCallback(Callback):
 
     def _save(self, trainer: Trainer, kind: str) -> None:
         self.saved.append(trainer.epoch)
-        path = self.run_dir / CHECKPOINT_DIR / f"epoch-{trainer.epoch:06d}.pt"
-        save_checkpoint(self._payload(trainer, kind), path)
+        if distributed.is_main_process():
+            path = self.run_dir / CHECKPOINT_DIR / f"epoch-{trainer.epoch:06d}.pt"
+            save_checkpoint(self._payload(trainer, kind), path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"next_threshold": self.next_threshold, "saved": list(self.saved)}

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import distributed
 from ..io import append_lines, atomic_write_text, read_jsonl
 from .callbacks import Callback
 
@@ -69,13 +70,19 @@ def _csv_lines(columns: list[str], rows: Iterable[dict[str, Any]], header: bool)
 
 
 class MetricsWriter(Callback):
-    """Appends every epoch record to ``metrics.jsonl`` and ``metrics.csv``."""
+    """Appends every epoch record to ``metrics.jsonl`` and ``metrics.csv``.
+
+    Under a process group it checks the records on every rank (the same records: a
+    non-finite one stops every rank) and writes on rank 0 only.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.columns: list[str] | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
+        if not distributed.is_main_process():
+            return
         keep = [] if trainer.record is None else [
             r for r in read_metrics(self.run_dir) if r["epoch"] <= trainer.epoch]
         atomic_write_text(self.run_dir / JSONL, "".join(_dumps(r) + "\n" for r in keep))
@@ -88,6 +95,8 @@ class MetricsWriter(Callback):
         bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"non-finite metrics at epoch {record['epoch']}: {bad}")
+        if not distributed.is_main_process():
+            return
         append_lines(self.run_dir / JSONL, [_dumps(record)])
         flat = flatten_record(record)
         new = self.columns is None

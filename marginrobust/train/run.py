@@ -6,6 +6,11 @@ Layout of ``RUN_DIR``::
     metrics.jsonl/.csv   one row per accepted epoch
     checkpoints/         epoch-NNNNNN.pt along the trajectory
     resume.pt            the latest state, rewritten every epoch
+
+Under a launcher (``torchrun --nproc_per_node N -m marginrobust train``) every rank calls
+:func:`train_run` and trains data-parallel (:class:`~.trainer.Trainer`); rank 0 alone
+writes the run folder, and ``run.json`` records the job's ``world_size``. Nothing of the
+resume state depends on the number of processes, so a run resumes with any number.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..errors import UserError
 from ..io import RUN_FILE, read_run_json, resolve_device, write_json
 from .callbacks import Callback, ProgressBar
@@ -78,22 +84,29 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
     """What decides whether a rerun reproduces this one bit for bit.
 
     The same seeds give the same numbers only with the same torch build, thread count,
-    kernels (the CPU's instruction set picks them) and device; these are recorded in
+    kernels (the CPU's instruction set picks them), device and number of processes (the
+    gradients of a batch are summed over the ranks' shares); these are recorded in
     ``run.json`` and every checkpoint.
 
     Args:
-        device: The device the run trains on.
+        device: The device the run trains on (this rank's, under a launcher).
     """
     dev = torch.device(device)
     env = {"torch": str(torch.__version__), "python": platform.python_version(),
            "threads": torch.get_num_threads(), "machine": platform.machine(),
            "torch_build": f"cuda {torch.version.cuda}" if torch.version.cuda else "cpu",
            "torch_git": getattr(torch.version, "git_version", None),
-           "cpu": cpu_model(), "cpu_capability": _cpu_capability(), "device": str(dev)}
+           "cpu": cpu_model(), "cpu_capability": _cpu_capability(), "device": str(dev),
+           "world_size": _world_size()}
     if dev.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(dev)
         env["cudnn"] = torch.backends.cudnn.version()
     return env
+
+
+def _world_size() -> int:
+    """The processes training together: the group's size (1 without a group)."""
+    return distributed.world_size() if distributed.is_initialized() else 1
 
 
 def cpu_model() -> str:
@@ -131,9 +144,9 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
         callbacks: More callbacks (after the metrics and checkpoint writers).
 
     Returns:
-        The trainer after it stopped (``trainer.stop_reason``, ``trainer.record``).
+        The trainer after it stopped (``trainer.stop_reason``, ``trainer.record``); under
+        a launcher on every rank, once rank 0 has written every file of the run.
     """
-    from ..data import load_dataset
     from ..models import create_model
 
     out = Path(out)
@@ -158,9 +171,11 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
         from ..precision import set_cublas_workspace_config
 
         set_cublas_workspace_config()
-
-    data = load_dataset(spec.dataset, spec.data_dir, spec.train_subset, spec.test_subset,
-                        spec.data_seed)
+    device = distributed.rank_device(resolve_device(spec.train.device))
+    if distributed.init(device):
+        # Every rank has read the run folder and checked it before rank 0 writes to it.
+        distributed.barrier()
+    data = _load_data(spec)
     c, h, w = data.spec.shape
     kwargs = {"num_classes": data.spec.num_classes, "in_chans": c, "img_size": [h, w],
               **spec.model_kwargs}
@@ -179,7 +194,8 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
                 p.mul_(spec.scale)
 
     model_info = {"name": spec.model, "kwargs": kwargs}
-    env = environment(resolve_device(spec.train.device))
+    env = environment(device)
+    # On every rank, so that their resume states agree; they write on rank 0 only.
     cbs: list[Callback] = [MetricsWriter(out),
                            CheckpointCallback(out, model_info, data.spec.to_dict(),
                                               spec.checkpoint_decades, spec.checkpoint_epochs,
@@ -190,16 +206,38 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
                       cbs)
     if state is not None:
         trainer.load_state_dict(state)
-    if progress:
+    main = distributed.is_main_process()
+    if progress and main:
         trainer.callbacks.append(ProgressBar(spec.train.epochs, trainer.epoch))
-    out.mkdir(parents=True, exist_ok=True)
-    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": env}
-    write_json(out / RUN_FILE, info)
+    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": env,
+            "world_size": env["world_size"]}
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_FILE, info)
     reason = trainer.fit()
     # Recorded so a bench rerun knows training is complete and goes straight to evaluation.
     info["stopped"] = {"reason": reason, "epoch": trainer.epoch, "wall_s": trainer.wall_s}
-    write_json(out / RUN_FILE, info)
+    if main:
+        write_json(out / RUN_FILE, info)
+    # No rank returns before the run folder is complete (a bench evaluates it next).
+    distributed.barrier()
     return trainer
+
+
+def _load_data(spec: RunSpec) -> Any:
+    """The run's dataset; under a launcher rank 0 loads it first, so that a dataset is
+    downloaded and cached once, and the other ranks read the cache."""
+    from ..data import load_dataset
+
+    def load() -> Any:
+        return load_dataset(spec.dataset, spec.data_dir, spec.train_subset, spec.test_subset,
+                            spec.data_seed)
+
+    if distributed.world_size() == 1 or not distributed.is_initialized():
+        return load()
+    data = load() if distributed.is_main_process() else None
+    distributed.barrier()
+    return data if data is not None else load()
 
 
 def _check_spec(spec: RunSpec) -> None:

@@ -1,10 +1,19 @@
 """The training loop of the paper: plain SGD on the cross-entropy, measured every epoch.
 
 No file I/O here: checkpoints, metric logs and progress bars are callbacks.
+
+Started by a launcher (``torchrun``), every rank runs the same loop on a replica of the
+model (data parallelism): each global batch of the single-process order is split into
+contiguous shares, one per rank; each rank back-propagates its share's part of the
+batch's mean loss, and the gradients are summed over the ranks
+(:func:`~marginrobust.distributed.all_sum_tensors_`, float64 in rank order) before the
+same SGD step on every rank. The per-epoch measurements are taken on each rank's share
+of the sets and reduced exactly, so every rank takes the same accept/rollback decision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import time
@@ -16,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import UserError
 from ..io import resolve_device  # noqa: F401  (re-exported: older callers import it from here)
 from ..margins import LN10, margin_stats
@@ -28,7 +38,7 @@ from ..precision import (
     training_precision,
 )
 from .callbacks import Callback, state_keys
-from .fused_loss import framed_loss
+from .fused_loss import framed_loss, framed_loss_and_log_losses
 from .schedules import SCHEDULES, Schedule, make_schedule
 
 DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "constant": 0.01}
@@ -156,13 +166,23 @@ class Trainer:
         x_train, y_train, x_test, y_test: The data (float inputs, int64 labels).
         config: The run's :class:`TrainConfig`.
         callbacks: Hooks receiving the epoch records (checkpoints, logs, progress).
+
+    Under a launcher the trainer joins the job's process group
+    (:func:`marginrobust.distributed.init`; a CUDA ``device`` without an index means
+    ``cuda:LOCAL_RANK``) and trains data-parallel. Every rank must be given the same
+    model, data, config and resume state; the callbacks run on every rank (the file
+    writers of :mod:`.run` write on rank 0 only).
     """
 
     def __init__(self, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                  x_test: torch.Tensor, y_test: torch.Tensor, config: TrainConfig,
                  callbacks: Sequence[Callback] = ()) -> None:
         self.config = config.validate()
-        self.device = resolve_device(config.device)
+        # Under a launcher: this rank's device, and the job's process group.
+        self.device = distributed.rank_device(resolve_device(config.device))
+        distributed.init(self.device)
+        self.world = distributed.world_size() if distributed.is_initialized() else 1
+        self.rank = distributed.rank() if self.world > 1 else 0
         self.model = model.to(self.device)
         self.x_train, self.y_train = x_train.to(self.device), y_train.to(self.device)
         self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
@@ -195,12 +215,10 @@ class Trainer:
         false, the normalized and smoothed margins divide by ρ^``margin_order`` with a
         nominal order (the number of weight layers) and mean little.
         """
-        self.model.eval()
-        bs = self.config.eval_batch_size
         with measurement_precision():
             if train is None:
-                train = margin_stats(self.model, self.x_train, self.y_train, self.order, bs)
-            test = margin_stats(self.model, self.x_test, self.y_test, self.order, bs)
+                train = self._train_stats()
+            test = self._stats(self.x_test, self.y_test)
         log10_lr = self.schedule.log10_lr
         record = {
             "epoch": self.epoch, "step": self.step, "grad_evals": self.grad_evals,
@@ -219,15 +237,22 @@ class Trainer:
         return record
 
     def _train_stats(self) -> dict[str, Any]:
-        self.model.eval()
         with measurement_precision():
-            return margin_stats(self.model, self.x_train, self.y_train, self.order,
-                                self.config.eval_batch_size)
+            return self._stats(self.x_train, self.y_train)
+
+    def _stats(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """Margin statistics of the whole set (x, y); each rank measures its own share."""
+        self.model.eval()
+        bs = self.config.eval_batch_size
+        if self.world == 1:
+            return margin_stats(self.model, x, y, self.order, bs)
+        lo, hi = distributed.share_bounds(len(x), self.world, self.rank)
+        return margin_stats(self.model, x[lo:hi], y[lo:hi], self.order, bs, across_ranks=True)
 
     # ------------------------------------------------------------------ one epoch
-    def _run_epoch(self) -> tuple[int, bool]:
-        """One pass over the data; returns (steps taken, whether a batch exploded)."""
-        self.model.train()
+    def _epoch_plan(self) -> tuple[torch.Tensor, int, float, float]:
+        """The epoch's data order, batch size, loss frame F and explosion limit; sets the
+        optimiser's rate. The same on every rank: the generator is replicated."""
         n = len(self.x_train)
         bs = self.config.batch_size or n
         perm = torch.randperm(n, generator=self.generator).to(self.device)
@@ -236,6 +261,15 @@ class Trainer:
         frame = self.schedule.log_frame
         # The ratio test needs a loss frame: without one the relative loss is the loss.
         limit = self.config.explode_ratio if self.schedule.uses_loss_frame else math.inf
+        return perm, bs, frame, limit
+
+    def _run_epoch(self) -> tuple[int, bool]:
+        """One pass over the data; returns (steps taken, whether a batch exploded)."""
+        if self.world > 1:
+            return self._run_epoch_shared()
+        self.model.train()
+        perm, bs, frame, limit = self._epoch_plan()
+        n = len(perm)
         # Explosion is tracked on the device and read once per epoch: no per-batch sync.
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         steps = 0
@@ -252,6 +286,50 @@ class Trainer:
             steps += 1
         return steps, bool(bad)
 
+    def _run_epoch_shared(self) -> tuple[int, bool]:
+        """:meth:`_run_epoch` with every global batch split over the ranks.
+
+        Rank r takes the r-th contiguous share of each batch of the single-process order
+        (:func:`~marginrobust.distributed.share_bounds`), and the ranks' gradients are
+        summed before every step, so each step is that of the whole batch's mean loss.
+        """
+        self.model.train()
+        perm, bs, frame, limit = self._epoch_plan()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        parts = []
+        for i in range(0, len(perm), bs):
+            idx = perm[i:i + bs]
+            lo, hi = distributed.share_bounds(len(idx), self.world, self.rank)
+            self.optimizer.zero_grad(set_to_none=True)
+            part = self._share_loss(idx[lo:hi], len(idx), frame)
+            if part.requires_grad:  # an empty share has no graph: its gradient is 0
+                part.backward()
+            distributed.all_sum_tensors_(_grads(params))
+            self.optimizer.step()
+            parts.append(part.detach())
+        # The batches' relative losses summed over the ranks: the same bits on every rank,
+        # so every rank sees the same explosion (the measurement below needs them all).
+        rel = distributed.all_sum(torch.stack(parts))
+        bad = bool((~torch.isfinite(rel) | (rel > limit)).any())
+        # Buffers (running statistics) follow rank 0, so the replicas stay one model.
+        distributed.broadcast_tensors_(list(self.model.buffers()))
+        return len(parts), bad
+
+    def _share_loss(self, idx: torch.Tensor, batch: int, frame: float) -> torch.Tensor:
+        """This rank's part Σ_{b ∈ share} exp(log ℓ_b − F) / B of the relative loss of a
+        global batch of B points (0 for an empty share): the parts sum to the batch mean.
+
+        Differentiated through the log-losses, each point's gradient is w_b·(1/B)
+        computed as in one process (there w_b·(g/B) with g = 1), so the logits' gradients
+        have one process's bits; only their sum over the batch (the weight gradients)
+        is formed in another order, part on each rank.
+        """
+        if len(idx) == 0:
+            return torch.zeros((), dtype=torch.float64, device=self.device)
+        logits = self.model(self.x_train[idx])
+        _, log_l = framed_loss_and_log_losses(logits, self.y_train[idx], frame)
+        return torch.exp(log_l - frame).sum() / batch
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> str:
         """Train until a stop condition; returns the reason (one of ``STOP_REASONS``).
@@ -265,7 +343,8 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> str:
-        if self.order is None:
+        self._join_replicas()
+        if self.order is None and self.rank == 0:
             warnings.warn(self.nominal_order_note(), NonHomogeneousWarning, stacklevel=2)
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -274,7 +353,7 @@ class Trainer:
             train = self._train_stats()
             self.schedule.start(train["log10_mean_loss"] * LN10)
             self.record = self.measure(train=train)
-            self.wall_s += time.perf_counter() - start
+            self._add_wall(start)
             self.record["wall_s"] = self.wall_s
             self._emit(self.record)
         reason = self._check_stop()
@@ -301,12 +380,12 @@ class Trainer:
                 self.epoch += 1
                 self.step += steps
                 self.record = self.measure(rollbacks, train)
-                self.wall_s += time.perf_counter() - start
+                self._add_wall(start)
                 self.record["wall_s"] = self.wall_s
                 self._emit(self.record)
                 return None
             self.model.load_state_dict(saved)
-            self.wall_s += time.perf_counter() - start
+            self._add_wall(start)
             rollbacks += 1
             why = "exploded" if exploded else "loss rose"
             for cb in self.callbacks:
@@ -318,6 +397,46 @@ class Trainer:
 
     def _exhausted_reason(self) -> str:
         return self.schedule.exhausted_reason
+
+    def _add_wall(self, start: float) -> None:
+        """Add the wall time since ``start``; under a group the slowest rank's, so that
+        every rank takes the same time-limit decision and records the same time."""
+        elapsed = time.perf_counter() - start
+        if self.world > 1:
+            elapsed = float(distributed.all_max(elapsed))
+        self.wall_s += elapsed
+
+    def _join_replicas(self) -> None:
+        """Under a group: every rank starts from rank 0's parameters and buffers, and
+        holds the same run state (schedule, data order, counters, config, data).
+
+        Raises:
+            UserError: a rank holds another run state than rank 0 (on every rank).
+        """
+        if self.world == 1:
+            return
+        distributed.broadcast_tensors_([t.detach() for t in self.model.state_dict().values()])
+        states = distributed.all_gather_object(self._fingerprint())
+        for r, state in enumerate(states):
+            differs = sorted(k for k in state if state[k] != states[0][k])
+            if differs:
+                raise UserError(f"rank {r} does not start from rank 0's run: its "
+                                f"{', '.join(differs)} differ; every rank must be given "
+                                "the same data, config and resume state")
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What every rank's copy of the run must agree on (cheap to compare)."""
+        config = {k: v for k, v in asdict(self.config).items() if k != "device"}
+        # Shapes and labels, not a float sum of the inputs: the bits of a sum may differ
+        # between two kinds of GPU; the labels of another subset or order would not agree.
+        shapes = [tuple(t.shape) for t in (self.x_train, self.x_test)]
+        labels = hashlib.sha256(self.y_train.cpu().numpy().tobytes()
+                                + self.y_test.cpu().numpy().tobytes()).hexdigest()
+        generator = hashlib.sha256(self.generator.get_state().numpy().tobytes()).hexdigest()
+        return {"config": config, "schedule": self.schedule.state_dict(),
+                "data order": generator, "data": (shapes, labels),
+                "counters": (self.epoch, self.step, self.grad_evals),
+                "record": self.record}
 
     def nominal_order_note(self) -> str:
         """One sentence on the nominal order of a non-homogeneous model ("" if homogeneous)."""
@@ -371,3 +490,12 @@ class Trainer:
         self.record = state["record"]
         for key, cb in zip(state_keys(self.callbacks), self.callbacks):
             cb.load_state_dict(state["callbacks"].get(key, {}))
+
+
+def _grads(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The gradient of every parameter, zeros where backward left none (an empty share):
+    every rank must take part in the sum with the same tensors."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return [p.grad for p in params if p.grad is not None]
