@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .io import resolve_device
 from .presets import Preset
 from .train.run import RunSpec, read_run, train_run
 from .train.trainer import TrainConfig
@@ -40,19 +41,40 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_stage(out: Path, spec: RunSpec, progress: bool = False) -> str:
-    """Train, resume, or skip a finished run; returns what was done."""
+    """Train, resume, or skip a finished run; returns what was done.
+
+    Under a launcher every rank calls it and trains data-parallel: rank 0 reads the run
+    folder and decides, and every rank follows (or raises) the same decision, before
+    rank 0 writes anything the others could read.
+    """
+    from . import distributed
+
     spec.train.validate()  # fills in the default rate, as the stored spec has it
-    stored = read_run(out)
-    if stored is None:
+    decision = _train_decision(out, spec) if distributed.is_main_process() else None
+    decision = distributed.broadcast_object(decision)
+    if decision.startswith("error: "):
+        raise UserError(decision[len("error: "):])
+    if decision == "trained":
         train_run(out, spec, progress=progress)
+    elif decision == "resumed":
+        want = {"epochs": spec.train.epochs, "max_minutes": spec.train.max_minutes,
+                "target_log10_loss": spec.train.target_log10_loss}
+        train_run(out, resume=True, overrides=want, progress=progress)
+    return decision
+
+
+def _train_decision(out: Path, spec: RunSpec) -> str:
+    """``trained``, ``resumed``, ``already trained`` or ``error: <sentence>``."""
+    try:
+        stored = read_run(out)
+    except UserError as exc:
+        return f"error: {exc}"
+    if stored is None:
         return "trained"
     if _comparable(stored["run"]) != _comparable(spec.to_dict()):
-        raise UserError(f"{out} holds a different run; choose another --out or remove it")
-    want = {"epochs": spec.train.epochs, "max_minutes": spec.train.max_minutes,
-            "target_log10_loss": spec.train.target_log10_loss}
+        return f"error: {out} holds a different run; choose another --out or remove it"
     if stored.get("stopped") and stored["run"]["train"]["epochs"] >= spec.train.epochs:
         return "already trained"
-    train_run(out, resume=True, overrides=want, progress=progress)
     return "resumed"
 
 
@@ -84,13 +106,11 @@ def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
     say = log if main else (lambda *_: None)
     say(f"[bench] run directory {out}")
     if distributed.launched():
-        # Under torchrun one rank trains and the others wait for its checkpoints (the
-        # broadcast is the barrier); the evaluation is then shared by all ranks.
-        distributed.init(distributed.rank_device(str(evaluator.device)))
-        outcome = distributed.broadcast_object(
-            train_stage(out, spec, progress) if main else None)
-    else:
-        outcome = train_stage(out, spec, progress)
+        # Under torchrun every rank trains (data-parallel, rank 0 writing the run) and
+        # then takes its share of the evaluation; the group follows the training device.
+        distributed.init(distributed.rank_device(resolve_device(spec.train.device)))
+    # Every rank returns once rank 0 has written the whole run folder.
+    outcome = train_stage(out, spec, progress and main)
     say(f"[bench] training: {outcome}")
     store = evaluate_run(evaluator, out, splits=splits, progress=progress and main)
     say(f"[bench] evaluation: {len(store.records)} records in {store.path}")

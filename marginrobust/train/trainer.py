@@ -9,6 +9,10 @@ batch's mean loss, and the gradients are summed over the ranks
 (:func:`~marginrobust.distributed.all_sum_tensors_`, float64 in rank order) before the
 same SGD step on every rank. The per-epoch measurements are taken on each rank's share
 of the sets and reduced exactly, so every rank takes the same accept/rollback decision.
+
+The file runs to about 500 lines: the data-parallel epoch and what the ranks must agree
+on (shares, gradient sum, explosion, wall time, replica check) stay beside the
+single-process loop they have to match step for step.
 """
 
 from __future__ import annotations
