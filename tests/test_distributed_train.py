@@ -1,0 +1,240 @@
+"""Data-parallel training under torchrun (gloo, 2 CPU processes): the metrics of one process
+with the same global batch to 1e-6 relative and the same accept/rollback decisions, one
+writer of the run folder, resume from 2 processes to 1 and from 1 to 2; the helpers
+(contiguous shares, the rank-order gradient sum, the reduced measurements, the replica
+check) with 2 ranks and without a group."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from marginrobust import RunSpec, TrainConfig, distributed, train_run
+from marginrobust.margins import margin_stats
+from marginrobust.train import list_checkpoints, read_checkpoint, read_metrics
+from marginrobust.train.run import read_run
+
+JOB_TIMEOUT = 180
+LN10 = math.log(10.0)
+RTOL = 1e-6
+# 201 points in batches of 100: the last batch has 1 point, so rank 1's share of it is
+# empty. The default rate reaches its stability edge within 20 epochs: 25 rollbacks.
+TRAIN = ["--model", "mlp", "--model-opt", "widths=[32]", "--dataset", "digits",
+         "--train-subset", "201", "--test-subset", "100", "--batch-size", "100",
+         "--device", "cpu", "--quiet"]
+# Fields that are decisions of the schedule or counts: equal, not close.
+DECISIONS = ("epoch", "step", "grad_evals", "rollbacks", "alpha")
+# Logs of a loss or a rate: compared as the relative difference of the quantity itself.
+LOG_FIELDS = ("log10_loss", "log10_mean_loss", "test_log10_mean_loss", "log10_lr")
+
+
+def spec(epochs: int) -> RunSpec:
+    """The run of TRAIN, as the CLI builds it."""
+    return RunSpec(model="mlp", model_kwargs={"bias": "none", "width": 1.0, "widths": [32]},
+                   dataset="digits", train_subset=201, test_subset=100,
+                   train=TrainConfig(epochs=epochs, batch_size=100, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """20 epochs in this process (one torch thread, as every rank below)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    train_run(out, spec(20))
+    return out
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in (*distributed.LAUNCH_ENV, "LOCAL_RANK"):
+        env.pop(key, None)
+    return env
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    # `--` ends torchrun's own options.
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]
+
+
+def run_job(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    job = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True,
+                         timeout=JOB_TIMEOUT)
+    assert job.returncode == 0, job.stderr[-3000:]
+    return job
+
+
+def decisions(records: list[dict]) -> list[tuple]:
+    return [tuple(r[k] for k in DECISIONS) for r in records]
+
+
+def assert_close(got: list[dict], want: list[dict], rtol: float = RTOL) -> None:
+    """The same decisions, counts and flags; every measured number within ``rtol``."""
+    assert decisions(got) == decisions(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for key, b in w.items():
+            a = g[key]
+            if key in DECISIONS or key == "wall_s":
+                continue
+            if key in LOG_FIELDS:
+                assert abs(a - b) * LN10 <= rtol, (w["epoch"], key, a, b)
+            elif isinstance(b, list) and b and isinstance(b[0], float):
+                assert a == pytest.approx(b, rel=rtol, abs=0), (w["epoch"], key)
+            elif isinstance(b, float):
+                assert a == pytest.approx(b, rel=rtol, abs=0), (w["epoch"], key, a, b)
+            else:  # counts (near_support), flags, orders, a missing rate
+                assert a == b, (w["epoch"], key)
+
+
+def without_wall(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+
+
+def test_two_ranks_train_as_one_process(reference, tmp_path):
+    out = tmp_path / "run"
+    run_job(torchrun("train", "--out", str(out), "--epochs", "20", *TRAIN), tmp_path)
+    got, want = read_metrics(out), read_metrics(reference)
+    assert len(got) == 21  # one writer: no row twice
+    assert sum(r["rollbacks"] for r in want) > 10  # the decisions are worth comparing
+    assert_close(got, want)
+    # Before any step the records differ only by the float64 order of log 𝓛's sum.
+    assert_close(got[:1], want[:1], rtol=1e-12)
+    stored = read_run(out)
+    assert stored["world_size"] == 2 and stored["environment"]["world_size"] == 2
+    assert stored["run"] == read_run(reference)["run"]
+    assert read_run(reference)["world_size"] == 1
+    assert [p.name for p in list_checkpoints(out)] == [p.name
+                                                       for p in list_checkpoints(reference)]
+    assert read_checkpoint(out / "resume.pt")["environment"]["world_size"] == 2
+    assert (out / "metrics.csv").read_text().count("\n") == 22
+
+
+def test_a_two_rank_run_resumes_in_one_process(reference, tmp_path):
+    out = tmp_path / "run"
+    run_job(torchrun("train", "--out", str(out), "--epochs", "10", *TRAIN), tmp_path)
+    assert read_run(out)["world_size"] == 2
+    first = read_metrics(out)
+    trainer = train_run(out, resume=True, overrides={"epochs": 20})
+    assert trainer.epoch == 20
+    got = read_metrics(out)
+    assert without_wall(got[:11]) == without_wall(first)
+    assert_close(got, read_metrics(reference))
+    assert read_run(out)["world_size"] == 1
+
+
+def test_a_one_process_run_resumes_with_two_ranks(reference, tmp_path):
+    out = tmp_path / "run"
+    train_run(out, spec(10))
+    run_job(torchrun("train", "--out", str(out), "--resume", "--epochs", "20", "--quiet"),
+            tmp_path)
+    got = read_metrics(out)
+    assert len(got) == 21
+    # Up to epoch 10 this was one process: the reference's bits.
+    assert without_wall(got[:11]) == without_wall(read_metrics(reference)[:11])
+    assert_close(got, read_metrics(reference))
+    assert read_run(out)["world_size"] == 2
+
+
+# ---------------------------------------------------------------------- the helpers
+
+WORKER = textwrap.dedent('''
+    import json, math, sys
+    import torch
+    from marginrobust import TrainConfig, Trainer, create_model, distributed
+    from marginrobust.errors import UserError
+    from marginrobust.margins import stats_from_logits
+
+    distributed.init("cpu")
+    rank, world = distributed.rank(), distributed.world_size()
+    found = {}
+
+    # The gradient sum: float32 values whose float32 sum depends on the order.
+    torch.manual_seed(0)
+    values = torch.randn(world, 4000) * torch.logspace(-6, 6, 4000)
+    mine = [values[rank, :1000].clone(), values[rank, 1000:].clone().view(100, 30)]
+    distributed.all_sum_tensors_(mine)
+    want = values[0].double()
+    for v in values[1:]:
+        want += v.double()
+    found["sum"] = torch.equal(torch.cat([t.reshape(-1) for t in mine]), want.float())
+    found["sum_dtype"] = str(mine[1].dtype)
+
+    # The reduced measurements of the ranks' shares against the whole set's.
+    logits = torch.randn(301, 10) * 5
+    y = torch.randint(0, 10, (301,))
+    whole = stats_from_logits(logits, y, 2.0, [1.0, 2.0], 2)
+    lo, hi = distributed.share_bounds(301)
+    part = stats_from_logits(logits[lo:hi], y[lo:hi], 2.0, [1.0, 2.0], 2, across_ranks=True)
+    # All but log 𝓛 and what is computed from it (its float64 sum runs in another order).
+    from_loss = ("log10_loss", "log10_mean_loss", "smoothed_margin")
+    found["stats_equal"] = [k for k in whole if k not in from_loss and part[k] != whole[k]]
+    found["log_loss"] = max(abs(part[k] / whole[k] - 1) for k in from_loss)
+
+    # Ranks given different runs refuse, every one of them.
+    model = create_model("mlp", in_chans=1, img_size=4, widths=[8])
+    x = torch.rand(20, 1, 4, 4)
+    labels = torch.arange(20) % 10
+    trainer = Trainer(model, x, labels, x, labels,
+                      TrainConfig(epochs=1, batch_size=10, device="cpu", seed=rank))
+    try:
+        trainer.fit()
+        found["refused"] = None
+    except UserError as exc:
+        found["refused"] = str(exc)
+    with open(sys.argv[1] + f".{rank}", "w") as fh:
+        json.dump(found, fh)
+''')
+
+
+def test_the_helpers_with_two_ranks(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    result = tmp_path / "found"
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", str(script), str(result)], cwd=tmp_path,
+                         env=_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert job.returncode == 0, job.stderr[-3000:]
+    for rank in range(2):
+        found = json.loads(Path(f"{result}.{rank}").read_text())
+        assert found["sum"] is True and found["sum_dtype"] == "torch.float32"
+        assert found["stats_equal"] == []
+        assert found["log_loss"] <= 1e-14
+        assert found["refused"] is not None
+        assert found["refused"].startswith("rank 1 does not start from rank 0's run: its "
+                                           "config, data order differ")
+
+
+@pytest.mark.parametrize("n,ranks", [(10, 2), (11, 2), (1, 2), (0, 3), (100, 3), (7, 4)])
+def test_shares_are_the_contiguous_splits_of_tensor_split(n, ranks):
+    items = torch.arange(n)
+    want = [t.tolist() for t in torch.tensor_split(items, ranks)]
+    got = []
+    for r in range(ranks):
+        lo, hi = distributed.share_bounds(n, ranks, r)
+        got.append(items[lo:hi].tolist())
+    assert got == want
+
+
+def test_without_a_group_the_collectives_change_nothing(digits):
+    tensors = [torch.ones(3), torch.arange(4.0)]
+    distributed.all_sum_tensors_(tensors)
+    distributed.broadcast_tensors_(tensors)
+    assert tensors[0].tolist() == [1.0] * 3 and tensors[1].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert float(distributed.all_max(2.5)) == 2.5
+    assert distributed.share_bounds(7) == (0, 7)
+    from marginrobust import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(16,)).eval()
+    with torch.no_grad():
+        plain = margin_stats(model, digits.x_train, digits.y_train, 2)
+        shared = margin_stats(model, digits.x_train, digits.y_train, 2, across_ranks=True)
+    assert shared == plain
