@@ -10,8 +10,8 @@ process computes on a GPU, ``gloo`` on the CPU.
 The reductions (:func:`all_logsumexp`, :func:`all_min`, :func:`all_max`, :func:`all_sum`)
 gather every rank's values and reduce them in rank order in float64 (int64 for integers)
 on the CPU, so every rank gets the same bits, independent of the backend's reduction
-order. Data-parallel training uses :func:`all_sum_tensors_` (the gradients: the same
-rank-order float64 sum, on the tensors' device), :func:`broadcast_tensors_` (rank 0's
+order. Data-parallel training uses :func:`all_sum_tensors_` (the gradients: one float64
+all-reduce on the tensors' device, rounded once), :func:`broadcast_tensors_` (rank 0's
 parameters) and :func:`share_bounds` (each rank's contiguous share of a batch or a set).
 
 It sits at the bottom of the package with :mod:`.io`: it imports only ``errors``, and
@@ -293,11 +293,6 @@ def share_bounds(n: int, ranks: int | None = None, this: int | None = None) -> t
     return lo, lo + size + (1 if this < extra else 0)
 
 
-# Elements per collective call of the tensor operations below: bounds the gathered buffer
-# (world size x chunk) whatever the model's size.
-_CHUNK = 1 << 22
-
-
 def _flat_groups(tensors: Sequence[torch.Tensor]) -> dict[tuple[Any, Any], list[int]]:
     """Indices of ``tensors`` grouped by (device, dtype): each group travels as one buffer."""
     groups: dict[tuple[Any, Any], list[int]] = {}
@@ -306,36 +301,36 @@ def _flat_groups(tensors: Sequence[torch.Tensor]) -> dict[tuple[Any, Any], list[
     return groups
 
 
+def _unflatten_into(flat: torch.Tensor, members: Sequence[torch.Tensor]) -> None:
+    """Copy consecutive pieces of ``flat`` back into ``members`` (casting to their dtype)."""
+    start = 0
+    for t in members:
+        t.copy_(flat[start:start + t.numel()].view_as(t))
+        start += t.numel()
+
+
 def all_sum_tensors_(tensors: Sequence[torch.Tensor]) -> None:
     """Replace every tensor, in place, by its sum over ranks (nothing to do in one process).
 
-    The ranks' tensors are gathered and added in rank order in float64, then rounded once
-    to each tensor's dtype: every rank gets the same bits, whatever the backend's own
-    reduction order, and for float32 the result is the correctly rounded sum of the
-    ranks' values but for double rounding (with 2 ranks it is exactly the float32 sum).
-    Every rank must pass tensors of the same shapes and dtypes in the same order.
+    One all-reduce per (device, dtype) of the tensors flattened into one buffer, summed in
+    float64 and rounded once to each tensor's dtype: for float32 the correctly rounded sum
+    of the ranks' values whatever order the backend adds them in (but for double
+    rounding; with 2 ranks exactly the float32 sum), and the same bits on every rank (an
+    all-reduce hands every rank the one reduced copy). The traffic is that of a float64
+    all-reduce, whatever the number of ranks. Every rank must pass tensors of the same
+    shapes and dtypes in the same order.
     """
     if not is_initialized() or world_size() == 1:
         return
     import torch
     import torch.distributed as dist
 
-    ranks = world_size()
     for indices in _flat_groups(tensors).values():
         members = [tensors[i] for i in indices]
-        flat = torch.cat([t.reshape(-1) for t in members]).to(_collective_device())
-        for lo in range(0, flat.numel(), _CHUNK):
-            part = flat[lo:lo + _CHUNK]
-            gathered = torch.empty((ranks, part.numel()), dtype=part.dtype, device=part.device)
-            dist.all_gather(list(gathered.unbind(0)), part)
-            total = gathered[0].to(torch.float64)
-            for other in gathered[1:]:
-                total += other  # rank order, on purpose (see all_sum)
-            part.copy_(total)
-        start = 0
-        for t in members:
-            t.copy_(flat[start:start + t.numel()].view_as(t))
-            start += t.numel()
+        flat = torch.cat([t.reshape(-1) for t in members]).to(_collective_device(),
+                                                              torch.float64)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        _unflatten_into(flat, members)
 
 
 def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
@@ -352,10 +347,7 @@ def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
         members = [tensors[i] for i in indices]
         flat = torch.cat([t.reshape(-1) for t in members]).to(_collective_device())
         dist.broadcast(flat, src=src)
-        start = 0
-        for t in members:
-            t.copy_(flat[start:start + t.numel()].view_as(t))
-            start += t.numel()
+        _unflatten_into(flat, members)
 
 
 __all__ = ["DEFAULT_TIMEOUT", "LAUNCH_ENV", "all_gather_object", "all_logsumexp", "all_max",

@@ -1,8 +1,8 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): the metrics of one process
 with the same global batch to 1e-6 relative and the same accept/rollback decisions, one
 writer of the run folder, resume from 2 processes to 1 and from 1 to 2; the helpers
-(contiguous shares, the rank-order gradient sum, the reduced measurements, the replica
-check) with 2 ranks and without a group."""
+(contiguous shares, the gradient sum, the reduced measurements, the check that the ranks
+start from one run) with 2 ranks and without a group."""
 
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ WORKER = textwrap.dedent('''
     rank, world = distributed.rank(), distributed.world_size()
     found = {}
 
-    # The gradient sum: float32 values whose float32 sum depends on the order.
+    # The gradient sum: the float64 sum rounded once (with 2 ranks, the float32 sum).
     torch.manual_seed(0)
     values = torch.randn(world, 4000) * torch.logspace(-6, 6, 4000)
     mine = [values[rank, :1000].clone(), values[rank, 1000:].clone().view(100, 30)]
@@ -164,7 +164,8 @@ WORKER = textwrap.dedent('''
     want = values[0].double()
     for v in values[1:]:
         want += v.double()
-    found["sum"] = torch.equal(torch.cat([t.reshape(-1) for t in mine]), want.float())
+    got = torch.cat([t.reshape(-1) for t in mine])
+    found["sum"] = torch.equal(got, want.float()) and torch.equal(got, values.sum(dim=0))
     found["sum_dtype"] = str(mine[1].dtype)
 
     # The reduced measurements of the ranks' shares against the whole set's.

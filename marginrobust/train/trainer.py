@@ -5,10 +5,12 @@ No file I/O here: checkpoints, metric logs and progress bars are callbacks.
 Started by a launcher (``torchrun``), every rank runs the same loop on a replica of the
 model (data parallelism): each global batch of the single-process order is split into
 contiguous shares, one per rank; each rank back-propagates its share's part of the
-batch's mean loss, and the gradients are summed over the ranks
-(:func:`~marginrobust.distributed.all_sum_tensors_`, float64 in rank order) before the
-same SGD step on every rank. The per-epoch measurements are taken on each rank's share
-of the sets and reduced exactly, so every rank takes the same accept/rollback decision.
+batch's mean loss, and the gradients are summed over the ranks (one float64 all-reduce,
+rounded once: :func:`~marginrobust.distributed.all_sum_tensors_`) before the same SGD
+step on every rank. The per-epoch measurements are taken on each rank's share of the
+sets and reduced exactly, so every rank takes the same accept/rollback decision; the
+parameter norms of every epoch are compared across ranks, so replicas that drifted apart
+stop the run rather than go unnoticed.
 
 The file runs to about 500 lines: the data-parallel epoch and what the ranks must agree
 on (shares, gradient sum, explosion, wall time, replica check) stay beside the
@@ -238,7 +240,21 @@ class Trainer:
                     "q_min", "q_max", "normalized_margin", "product_margin",
                     "smoothed_margin", "near_support"):
             record[key] = train[key]
+        if self.world > 1:
+            self._check_replicas(record)
         return record
+
+    def _check_replicas(self, record: dict[str, Any]) -> None:
+        """Every rank still holds rank 0's parameters: their norms agree bit for bit.
+
+        Each rank computes the norms of its own replica; every step applied the same
+        summed gradient on every rank, so a difference means that assumption broke.
+        """
+        seen = distributed.all_gather_object([record["rho"], *record["layer_norms"]])
+        differ = [r for r, norms in enumerate(seen) if norms != seen[0]]
+        if differ:
+            raise RuntimeError(f"the model replicas diverged by epoch {record['epoch']}: "
+                               f"rank {differ[0]}'s parameter norms differ from rank 0's")
 
     def _train_stats(self) -> dict[str, Any]:
         with measurement_precision():
