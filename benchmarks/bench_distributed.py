@@ -131,12 +131,98 @@ def evaluation_rows(quick: bool) -> list[Row]:
 # ----------------------------------------------------------------------------------------
 # HOOK: data-parallel training. The comparison of `torchrun --nproc_per_node 2 -m
 # marginrobust train` against one process (20 epochs of the digits MLP, same global batch;
-# report the ratio, no speed-up expected on 2 CPU cores) is added here by the training
-# side, as rows of the same shape; `run` already includes them.
+# the ratio is reported, no speed-up expected on 2 CPU cores), as rows of the same shape;
+# `run` includes them.
 # ----------------------------------------------------------------------------------------
+TRAIN_EPOCHS = 20
+TRAIN_WIDTHS = "[512,512]"
+# Fields of the epoch records that are decisions of the schedule: equal, not close.
+_DECISIONS = ("epoch", "step", "grad_evals", "rollbacks", "alpha")
+
+
+def train_command(out: Path, nproc: int | None) -> list[str]:
+    """20 epochs of the digits MLP (512-512, batch 100) into ``out``; under torchrun
+    with ``nproc`` processes if given (the same global batch: each rank takes its share)."""
+    args = ["train", "--out", str(out), "--model", "mlp", "--model-opt",
+            f"widths={TRAIN_WIDTHS}", "--dataset", "digits", "--epochs", str(TRAIN_EPOCHS),
+            "--batch-size", "100", "--device", "cpu", "--quiet"]
+    if nproc is None:
+        return [sys.executable, "-m", "marginrobust", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]
+
+
+def _agreement(a: list[dict], b: list[dict]) -> str:
+    """How closely two runs' epoch records agree: the first epoch whose decisions differ
+    (if any) and the largest relative difference of the measured numbers before it (a
+    log10 field's difference is that of the quantity it is the log of)."""
+    import math
+
+    worst, split = 0.0, None
+    for x, y in zip(a, b):
+        if any(x[k] != y[k] for k in _DECISIONS):
+            split = x["epoch"]
+            break
+        for key, u in x.items():
+            v = y[key]
+            if key in _DECISIONS or key == "wall_s" or not isinstance(u, float):
+                continue
+            if key.startswith(("log10", "test_log10")):
+                worst = max(worst, abs(u - v) * math.log(10))
+            elif u != v:
+                worst = max(worst, abs(u - v) / max(abs(u), abs(v)))
+    if split is None:
+        return f"accept/rollback decisions identical, metrics within {worst:.1e} relative"
+    return (f"accept/rollback decisions first differ at epoch {split} (metrics within "
+            f"{worst:.1e} relative before it): this trajectory amplifies float32 rounding, "
+            "as one process with 2 threads against 1 does too; the 1e-6 agreement is tested "
+            "on a smaller run (tests/test_distributed_train.py)")
+
+
 def training_rows(quick: bool) -> list[Row]:
-    """Rows of the data-parallel training comparison (none yet)."""
-    return []
+    """The time ratio of 20 training epochs with 2 processes against 1 (no target)."""
+    import statistics
+
+    from marginrobust.train import read_metrics
+    from marginrobust.train.run import read_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {"2 processes": 2, "1 process": None}
+        outs = {name: Path(tmp) / f"side-{i}" / "run" for i, name in enumerate(sides)}
+        trained: dict[str, list[float]] = {name: [] for name in sides}
+
+        def call(name: str) -> None:
+            done = subprocess.run(train_command(outs[name], sides[name]), env=_env(1),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name}: train exited with {done.returncode}: "
+                                   f"{done.stderr[-2000:]}")
+            trained[name].append(read_run(outs[name])["stopped"]["wall_s"])
+
+        def clear(name: str) -> None:
+            shutil.rmtree(outs[name].parent, ignore_errors=True)
+
+        t = interleave({k: (lambda k=k: call(k)) for k in sides}, reps=reps_for(quick, 3, 1),
+                       warmup=0, setup=clear)
+        agreement = _agreement(read_metrics(outs["2 processes"]),
+                               read_metrics(outs["1 process"]))
+        world = read_run(outs["2 processes"])["world_size"]
+    ratio = t["ratios"]["2 processes"]
+    inner = statistics.median(trained["2 processes"]) / statistics.median(trained["1 process"])
+    bench = f"distributed: train {TRAIN_EPOCHS} epochs, torchrun 2 processes vs 1 (cpu)"
+    common = (f"digits MLP {TRAIN_WIDTHS}, batch 100 (each rank 50 of every batch), "
+              "every process 1 torch thread (OMP_NUM_THREADS=1), gloo; not expected to be "
+              "faster on 2 CPU cores: a gradient sum over the ranks every step, and each "
+              "rank's half-batch matmuls run less efficiently than one full batch")
+    detail = (f"{fmt_s(t['2 processes'])} vs {fmt_s(t['1 process'])} (medians), wall time "
+              f"of the command incl. start-up (about 3 s more under torchrun); {common}; "
+              f"run.json world_size {world}; {agreement}")
+    return [row(bench, "time ratio 2 processes / 1", ratio, "-", None, detail),
+            row(bench, "training wall_s ratio 2 processes / 1", inner, "-", None,
+                f"{statistics.median(trained['2 processes']):.2f} s vs "
+                f"{statistics.median(trained['1 process']):.2f} s: the trainer's own wall "
+                "time (run.json stopped.wall_s), without start-up; " + common)]
 
 
 def run(quick: bool = False) -> list[Row]:
