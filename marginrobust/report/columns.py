@@ -5,12 +5,15 @@ names (and of frames only through their columns), shared by the tables, the plot
 rendering and ``compare``.
 
 Robustness columns are named ``{measure}_{split}_{norm}_{eps}`` (``aa_test_L2_0.5``),
-``clean_{split}``, ``median_dist_{split}_{norm}`` and ``min_certified_radius_train_L2``;
-``eps`` is written by :func:`eps_labels`.
+``clean_{split}``, ``median_dist_{split}_{norm}``, ``median_certified_radius_{split}_{norm}``,
+``half_certified_eps_{split}_{norm}`` and ``min_certified_radius_train_L2``; ``eps`` is
+written by :func:`eps_labels`. A figure with a 95 % interval has it in ``{column}_lo`` and
+``{column}_hi`` right after it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -23,22 +26,33 @@ IDENTITY = ("run", "run_dir", "dataset", "model", "bias", "width", "schedule", "
 # The settings that decided a row's figures: points per split, point seed, and the id of the
 # attack options (see the settings table). A row never holds figures of two settings.
 SETTINGS = ("n", "seed", "settings")
-TRAJECTORY = ("epoch", "step", "train_wall_s", "log10_loss", "train_acc", "test_acc", "rho",
-              "homogeneity_order", "normalized_margin", "product_margin", "smoothed_margin")
+TRAJECTORY = ("epoch", "step", "grad_evals", "train_wall_s", "log10_loss", "train_acc",
+              "test_acc", "rho", "homogeneity_order", "normalized_margin", "product_margin",
+              "smoothed_margin")
 # metrics.jsonl names the trajectory's wall time differently from the records.
 METRIC_NAMES = {"train_wall_s": "wall_s"}
 MIN_RADIUS = "min_certified_radius_train_L2"
 SKIPPED = "skipped"
 STRING_COLUMNS = frozenset(IDENTITY) - {"width"} | {"settings", SKIPPED}
 # Counts: written as integers (pandas "Int64": missing values stay empty, never 7.0).
-INTEGER_COLUMNS = frozenset({"epoch", "step", "homogeneity_order", "n_flags", "n", "seed",
-                             "n_checkpoints", "n_fitted"})
+INTEGER_COLUMNS = frozenset({"epoch", "step", "grad_evals", "homogeneity_order", "n_flags", "n",
+                             "seed", "n_checkpoints", "n_fitted", "n_seeds", "n_obs", "n_runs",
+                             "position", "train_seed", "grad_evals_min", "grad_evals_max"})
 # Record method → column prefix of the accuracies taken from it.
 ACCURACY_PREFIXES = {"autoattack": "aa", "certified": "cert", "worst": "worst"}
 MEDIAN_PREFIX = "median_dist_"
-LINK_PREFIXES = ("aa_", "cert_", "worst_", MEDIAN_PREFIX)
+# Lipschitz certificate per point: the median radius, and the budget below which at least
+# half the points are certified (the ⌈n/2⌉-th largest radius).
+RADIUS_PREFIX = "median_certified_radius_"
+HALF_EPS_PREFIX = "half_certified_eps_"
+LINK_PREFIXES = ("aa_", "cert_", "worst_", MEDIAN_PREFIX, RADIUS_PREFIX)
+LO, HI = "_lo", "_hi"
+# A checkpoint has fitted its training data when every point is classified correctly, or
+# when the summed loss is below log 2 (then every point's loss is, so every point is).
+FITTED_LOG10_LOSS = math.log10(math.log(2))
 SPLIT_ORDER = SPLITS
-_FIGURE = re.compile(r"^(?:aa|cert|worst)_([a-z]+)_([A-Za-z0-9]+)_|^median_dist_([a-z]+)_(.+)$")
+_FIGURE = re.compile(r"^(?:aa|cert|worst)_([a-z]+)_([A-Za-z0-9]+)_"
+                     r"|^median_dist_([a-z]+)_([A-Za-z0-9]+)$")
 
 
 def eps_labels(values: Iterable[float]) -> dict[float, str]:
@@ -54,6 +68,32 @@ def eps_labels(values: Iterable[float]) -> dict[float, str]:
     # 17 significant digits tell every pair of doubles apart, so a precision is always found.
     digits = next(d for d in range(4, 18) if len({f"{v:.{d}g}" for v in unique}) == len(unique))
     return {v: f"{v:.{digits}g}" for v in unique}
+
+
+def is_bound(column: str) -> bool:
+    """Whether a column is the low or high end of another column's interval."""
+    return column.endswith((LO, HI))
+
+
+def bounds(column: str) -> tuple[str, str]:
+    """The names of a column's interval ends: ``(column_lo, column_hi)``."""
+    return f"{column}{LO}", f"{column}{HI}"
+
+
+def fitted(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are fitted checkpoints: training accuracy 1, or summed loss below log 2.
+
+    Args:
+        frame: Rows with ``train_acc`` and ``log10_loss`` (either may be missing).
+    """
+    acc = frame["train_acc"].astype("float64") if "train_acc" in frame else None
+    loss = frame["log10_loss"].astype("float64") if "log10_loss" in frame else None
+    out = pd.Series(False, index=frame.index)
+    if acc is not None:
+        out |= (acc == 1.0).fillna(False)
+    if loss is not None:
+        out |= (loss < FITTED_LOG10_LOSS).fillna(False)
+    return out
 
 
 def split_rank(split: str) -> tuple[int, str]:
@@ -82,7 +122,7 @@ def eps_columns(frame: pd.DataFrame, prefix: str, split: str, norm: str) -> dict
     """
     head = f"{prefix}_{split}_{norm}_"
     found = {float(c[len(head):]): c for c in frame.columns
-             if c.startswith(head) and frame[c].notna().any()}
+             if c.startswith(head) and not is_bound(c) and frame[c].notna().any()}
     return dict(sorted(found.items()))
 
 
@@ -107,7 +147,8 @@ def robustness_columns(frame: pd.DataFrame) -> list[str]:
     Args:
         frame: A leaderboard frame.
     """
-    return [c for c in frame.columns if c.startswith(LINK_PREFIXES) or c == MIN_RADIUS]
+    return [c for c in frame.columns
+            if (c.startswith(LINK_PREFIXES) or c == MIN_RADIUS) and not is_bound(c)]
 
 
 def split_columns(frame: pd.DataFrame, split: str,

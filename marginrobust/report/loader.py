@@ -31,6 +31,8 @@ RECORD_DEFAULTS: dict[str, Any] = {"seed": None, "config": "", "skipped": None,
                                    "median_distance": None, "min_distance": None,
                                    "robust_acc": None, "clean_acc": None, "flags": ()}
 DISTANCES = "distances"
+RADIUS = "radius"
+LIPSCHITZ = "certify-lipschitz"
 # (split, norm, n, seed) of per-point distances: arrays of one (n, seed) belong to the same
 # points, so only they may be combined. n and seed are None for arrays stored before
 # settings were (their records carry no seed either).
@@ -67,10 +69,14 @@ class Distances:
         values: Per point, the smallest distance any minimal-norm attack found (0 on
             misclassified points, inf where every attack failed).
         attacks: The attacks the distances come from, sorted.
+        per_attack: Each attack's (and option set's) own distances on the same points: the
+            ``median_dist_*`` column is the smallest of their medians, so its bootstrap
+            resamples all of them with the same points.
     """
 
     values: np.ndarray
     attacks: tuple[str, ...]
+    per_attack: tuple[np.ndarray, ...] = field(default=(), compare=False)
 
 
 def normalize_record(raw: dict[str, Any]) -> dict[str, Any]:
@@ -199,8 +205,23 @@ def load_distances(run_dir: str | Path, checkpoint: str,
     for where, by in found.items():
         arrays = [a for per_method in by.values() for a in per_method]
         if len({a.shape for a in arrays}) == 1:  # the same points, or nothing to combine
-            out[where] = Distances(np.min(np.stack(arrays), axis=0), tuple(sorted(by)))
+            out[where] = Distances(np.min(np.stack(arrays), axis=0), tuple(sorted(by)),
+                                   tuple(arrays))
     return out
+
+
+def load_radii(run_dir: str | Path, checkpoint: str) -> dict[DistanceKey, np.ndarray]:
+    """Per-point Lipschitz-certified radii of a checkpoint, per (split, norm, n, seed).
+
+    Misclassified points have radius 0 (the certificate's convention).
+
+    Args:
+        run_dir: The run folder.
+        checkpoint: Checkpoint name (file stem).
+    """
+    return {(key.split, key.norm, key.n, key.seed): np.asarray(values, float)
+            for key, values in read_arrays(run_dir, checkpoint).items()
+            if key.kind == RADIUS and key.method == LIPSCHITZ and key.norm is not None}
 
 
 def pick_distances(found: Mapping[DistanceKey, Distances], split: str, norm: str,
@@ -237,6 +258,26 @@ def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
     for run in runs:
         for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
             found = load_distances(run.path, checkpoint, minimal)
+            if found:
+                out[(run.label, checkpoint)] = found
+    return out
+
+
+def load_all_radii(runs: Sequence[RunData],
+                   ) -> dict[tuple[str, str], dict[DistanceKey, np.ndarray]]:
+    """:func:`load_radii` of every evaluated checkpoint of some runs.
+
+    Args:
+        runs: Loaded runs.
+
+    Returns:
+        ``{(run label, checkpoint): {(split, norm, n, seed): radii}}``, checkpoints without
+        radii left out.
+    """
+    out = {}
+    for run in runs:
+        for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
+            found = load_radii(run.path, checkpoint)
             if found:
                 out[(run.label, checkpoint)] = found
     return out

@@ -13,7 +13,8 @@ evaluation setting). Its columns:
   evaluated with several settings has one row per setting and checkpoint; a checkpoint
   never evaluated has one row with empty settings;
 * trajectory, from ``metrics.jsonl`` at the checkpoint's epoch (else from its evaluation
-  records): ``epoch, step, train_wall_s, log10_loss, train_acc, test_acc, rho,
+  records): ``epoch, step`` (accepted steps), ``grad_evals`` (gradient evaluations, those
+  of rolled-back epochs included), ``train_wall_s, log10_loss, train_acc, test_acc, rho,
   homogeneity_order`` (L), ``normalized_margin, product_margin, smoothed_margin``;
 * robustness, from ``eval/records.jsonl`` (empty for a checkpoint not evaluated):
 
@@ -38,8 +39,11 @@ evaluation setting). Its columns:
   4 significant digits (``0.5``, ``1``, ``0.03137`` for 8/255), more only where two budgets
   would otherwise share a name.
 
-Counts (``epoch, step, homogeneity_order, n_flags, n, seed``) are pandas ``Int64``; every
-other column but the identity strings is float64.
+Counts (``epoch, step, grad_evals, homogeneity_order, n_flags, n, seed``) are pandas
+``Int64``; every other column but the identity strings is float64.
+
+:func:`leaderboard_frame` (and the board) add the 95 % intervals and the certified-radius
+figures of :mod:`marginrobust.report.intervals`.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ from .columns import (
     eps_labels,
     split_rank,
 )
-from .loader import RunData, load_runs
+from .intervals import with_intervals
+from .loader import RunData, load_all_distances, load_all_radii, load_runs
 from .methods import minimal_norm_methods
 
 SETTINGS_COLUMNS = ("settings", "method", "config")
@@ -353,9 +358,12 @@ def leaderboard_frame(run_dirs: Sequence[Path | str], on_corrupt: str = "error",
             ``metrics.jsonl`` or ``records.jsonl`` does (a torn last line is dropped).
 
     Returns:
-        The frame described in the module docstring.
+        The frame described in the module docstring, with its intervals.
 
     Raises:
         UserError: A path is not a run folder, one is given twice, or a file is damaged.
     """
-    return build_tables(load_runs(run_dirs, on_corrupt)).frame
+    runs = load_runs(run_dirs, on_corrupt)
+    minimal = minimal_norm_methods(r for run in runs for r in run.records)
+    frame = build_tables(runs, minimal).frame
+    return with_intervals(frame, load_all_distances(runs, minimal), load_all_radii(runs))
