@@ -2,6 +2,11 @@
 
 It measures the link, it never assumes one. What the normalized margin is, and why only
 fitted checkpoints speak to the theory, is in ``docs/science.md`` (section 2, Margins).
+Each ρ comes with its number of checkpoints, a two-sided p-value and a 95 % interval
+(:func:`marginrobust.report.stats.spearman_test`: exact permutation p up to 8 checkpoints,
+Fisher z with the Bonett–Wright standard error). Along one run the margin usually rises
+with training time, so ``margin_time_fitted`` (Spearman of γ̄ with the epoch over the
+fitted checkpoints) says when a link with γ̄ is, rank for rank, a link with time.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ import math
 
 import pandas as pd
 
-from .columns import SETTINGS, robustness_columns
+from .columns import MIN_RADIUS, RADIUS_PREFIX, SETTINGS, bounds, fitted, robustness_columns
+from .pooled import NEAR_TAUTOLOGICAL
+from .stats import spearman_test
 
 LINK_COLUMNS = ("run", "dataset", "model", *SETTINGS, "column", "n_checkpoints", "spearman",
-                "n_fitted", "spearman_fitted")
+                *bounds("spearman"), "spearman_p", "n_fitted", "spearman_fitted",
+                *bounds("spearman_fitted"), "spearman_fitted_p", "margin_time_fitted", "note")
 # A rank correlation of fewer points says nothing.
 MIN_LINK_POINTS = 3
 
@@ -37,34 +45,42 @@ def spearman(x: pd.Series, y: pd.Series) -> tuple[int, float]:
 def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run, setting and robustness column, Spearman's ρ with the normalized margin.
 
-    ``spearman`` uses every checkpoint with both values; ``spearman_fitted`` only those with
-    training accuracy 1: Lyu & Li's results (the normalized margin rises once the data is
-    fitted) say nothing before that, when margin and robustness both grow with plain
-    accuracy. Figures of different settings (``n``, ``seed``, ``settings``) are never
-    correlated together. A column a run never evaluated is left out for that run.
+    ``spearman`` uses every checkpoint with both values; ``spearman_fitted`` only the fitted
+    ones (training accuracy 1, or summed loss below log 2): Lyu & Li's results (the
+    normalized margin rises once the data is fitted) say nothing before that, when margin
+    and robustness both grow with plain accuracy. Figures of different settings (``n``,
+    ``seed``, ``settings``) are never correlated together. A column a run never evaluated
+    is left out for that run.
 
     Args:
         frame: A leaderboard frame.
 
     Returns:
-        Columns ``run, dataset, model, n, seed, settings, column, n_checkpoints, spearman,
-        n_fitted, spearman_fitted`` (ρ is NaN with fewer than 3 checkpoints or a constant
-        side).
+        Columns :data:`LINK_COLUMNS`: per ρ its interval (``_lo``, ``_hi``) and p-value
+        (``_p``); ρ is NaN with fewer than 3 checkpoints or a constant side. ``note`` marks
+        the certified-radius links as near-tautological.
     """
     rows = []
     columns = robustness_columns(frame)
     keys = ["run", *[c for c in SETTINGS if c in frame]]
     for key, sub in frame.groupby(keys, sort=False, dropna=False):
         setting = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        fitted = sub[sub["train_acc"] == 1.0]
+        fit = sub[fitted(sub)]
+        time = spearman_test(fit["normalized_margin"], fit["epoch"].astype("float64")).rho
         for col in columns:
             if sub[col].isna().all():
                 continue
-            n, rho = spearman(sub["normalized_margin"], sub[col])
-            n_fit, rho_fit = spearman(fitted["normalized_margin"], fitted[col])
+            every = spearman_test(sub["normalized_margin"], sub[col])
+            late = spearman_test(fit["normalized_margin"], fit[col])
+            tautological = col == MIN_RADIUS or col.startswith(RADIUS_PREFIX)
             rows.append({**setting, "dataset": sub["dataset"].iloc[0],
-                         "model": sub["model"].iloc[0], "column": col, "n_checkpoints": n,
-                         "spearman": rho, "n_fitted": n_fit, "spearman_fitted": rho_fit})
+                         "model": sub["model"].iloc[0], "column": col,
+                         "n_checkpoints": every.n, "spearman": every.rho,
+                         "spearman_lo": every.lo, "spearman_hi": every.hi,
+                         "spearman_p": every.p, "n_fitted": late.n, "spearman_fitted": late.rho,
+                         "spearman_fitted_lo": late.lo, "spearman_fitted_hi": late.hi,
+                         "spearman_fitted_p": late.p, "margin_time_fitted": time,
+                         "note": NEAR_TAUTOLOGICAL if tautological else ""})
     out = pd.DataFrame(rows, columns=list(LINK_COLUMNS))
     for col in ("n", "seed", "n_checkpoints", "n_fitted"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")

@@ -1,0 +1,111 @@
+"""Several seeds of one configuration: mean and 95 % t-interval per checkpoint position.
+
+Runs that are seeds of one configuration (:mod:`marginrobust.report.configs`) and were
+evaluated with the same setting (``n``, ``seed``, ``settings``) are aggregated. Checkpoints
+are aligned **by nearest gradient-evaluation count**: the seed with the most evaluated
+checkpoints sets the positions, and each checkpoint of another seed joins the position
+whose count is nearest (the nearer one wins where two checkpoints of a seed pick the same
+position). Checkpoints every few decades of the loss fall at different epochs in different
+seeds, so epochs would rarely line up. Where a run has no gradient-evaluation counts
+(older metrics), the group is aligned by epoch instead (``aligned_by`` says which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .columns import (
+    HALF_EPS_PREFIX,
+    LINK_PREFIXES,
+    MIN_RADIUS,
+    SETTINGS,
+    bounds,
+    is_bound,
+)
+from .configs import RunConfig
+from .stats import t_interval
+
+TRAJECTORY_METRICS = ("log10_loss", "train_acc", "test_acc", "normalized_margin",
+                      "smoothed_margin")
+KEYS = ("dataset", "model", "config", *SETTINGS)
+SEED_COLUMNS = (*KEYS, "position", "n_seeds", "runs", "aligned_by", "epoch_mean",
+                "grad_evals_mean", "grad_evals_min", "grad_evals_max")
+
+
+def figure_columns(frame: pd.DataFrame) -> list[str]:
+    """The point figures of a frame that seeds are averaged over (bounds left out).
+
+    Args:
+        frame: A leaderboard frame.
+    """
+    heads = (*LINK_PREFIXES, HALF_EPS_PREFIX, "clean_")
+    return [c for c in frame.columns
+            if (c.startswith(heads) or c == MIN_RADIUS) and not is_bound(c)]
+
+
+def _positions(sub: pd.DataFrame, coordinate: str) -> dict[int, list[dict[str, Any]]]:
+    """Per reference position, the rows of every seed aligned to it."""
+    by_run = {run: rows.sort_values(coordinate) for run, rows in sub.groupby("run", sort=True)}
+    reference = max(by_run, key=lambda r: (len(by_run[r]), -sorted(by_run).index(r)))
+    ref = by_run[reference][coordinate].astype("float64").to_numpy()
+    out: dict[int, list[dict[str, Any]]] = {k: [] for k in range(len(ref))}
+    for rows in by_run.values():
+        best: dict[int, tuple[float, dict[str, Any]]] = {}
+        for row in rows.to_dict("records"):
+            x = float(row[coordinate])
+            k = int(np.argmin(np.abs(ref - x)))
+            gap = abs(ref[k] - x)
+            if k not in best or gap < best[k][0]:
+                best[k] = (gap, row)
+        for k, (_, row) in best.items():
+            out[k].append(row)
+    return out
+
+
+def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.DataFrame:
+    """Mean and 95 % t-interval across the seeds of each configuration and position.
+
+    Args:
+        frame: A leaderboard frame.
+        configs: Per run label, its configuration (:func:`~.configs.run_configs`).
+
+    Returns:
+        One row per (dataset, model, configuration, setting, position): the identity
+        (:data:`SEED_COLUMNS`), then for each trajectory metric and figure its mean over
+        the seeds with ``_lo`` / ``_hi`` (empty with one seed: ``n_seeds`` is then 1).
+    """
+    metrics = [*TRAJECTORY_METRICS, *figure_columns(frame)]
+    columns = [*SEED_COLUMNS, *[c for m in metrics for c in (m, *bounds(m))]]
+    evaluated = frame[frame["settings"].notna()] if "settings" in frame else frame.iloc[:0]
+    if evaluated.empty:
+        return pd.DataFrame(columns=columns)
+    evaluated = evaluated.assign(config=[configs[r].description for r in evaluated["run"]])
+    out = []
+    for key, sub in evaluated.groupby(list(KEYS), sort=False, dropna=False):
+        coordinate = "grad_evals" if sub["grad_evals"].notna().all() else "epoch"
+        for k, members in _positions(sub, coordinate).items():
+            if not members:
+                continue
+            grad = pd.Series([m["grad_evals"] for m in members], dtype="float64")
+            row: dict[str, Any] = {**dict(zip(KEYS, key)), "position": k + 1,
+                                   "n_seeds": len(members),
+                                   "runs": ", ".join(str(m["run"]) for m in members),
+                                   "aligned_by": coordinate,
+                                   "epoch_mean": pd.Series([m["epoch"] for m in members],
+                                                           dtype="float64").mean(),
+                                   "grad_evals_mean": grad.mean(), "grad_evals_min": grad.min(),
+                                   "grad_evals_max": grad.max()}
+            for metric in metrics:
+                values = [float(m[metric]) if not pd.isna(m[metric]) else np.nan
+                          for m in members]
+                mean, lo, hi, _ = t_interval(values)
+                row.update({metric: mean, **dict(zip(bounds(metric), (lo, hi)))})
+            out.append(row)
+    table = pd.DataFrame(out, columns=columns)
+    for col in ("n", "seed", "position", "n_seeds", "grad_evals_min", "grad_evals_max"):
+        table[col] = pd.to_numeric(table[col]).astype("float64").astype("Int64")
+    return table
