@@ -1,8 +1,8 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): the metrics of one process
 with the same global batch to 1e-6 relative and the same accept/rollback decisions, one
-writer of the run folder, resume from 2 processes to 1 and from 1 to 2; the helpers
-(contiguous shares, the gradient sum, the reduced measurements, the check that the ranks
-start from one run) with 2 ranks and without a group."""
+writer of the run folder, resume from 2 processes to 1 and from 1 to 2, bench training on
+every rank; the helpers (contiguous shares, the gradient sum, the reduced measurements,
+the check that the ranks start from one run) with 2 ranks and without a group."""
 
 from __future__ import annotations
 
@@ -149,6 +149,19 @@ def test_a_one_process_run_resumes_with_two_ranks(reference, tmp_path):
     assert without_wall(got[:11]) == without_wall(read_metrics(reference)[:11])
     assert_close(got, read_metrics(reference))
     assert read_run(out)["world_size"] == 2
+
+
+def test_bench_under_torchrun_trains_on_every_rank_then_evaluates(tmp_path):
+    out = tmp_path / "run"
+    job = run_job(torchrun("bench", "--model", "mlp", "--model-opt", "widths=[16]",
+                           "--train-subset", "100", "--test-subset", "50", "--epochs", "3",
+                           "--batch-size", "50", "--attacks", "pgd", "--norms", "L2",
+                           "--n-points", "12", "--device", "cpu", "--out", str(out),
+                           "--no-leaderboard", "--quiet"), tmp_path)
+    assert job.stdout.count("[bench] training: trained") == 1  # rank 0 says it
+    assert read_run(out)["world_size"] == 2
+    assert len(read_metrics(out)) == 4
+    assert (out / "eval" / "records.jsonl").exists()
 
 
 # ---------------------------------------------------------------------- the helpers
