@@ -178,8 +178,8 @@ def _agreement(a: list[dict], b: list[dict]) -> str:
     if not split:
         return text + ", accept/rollback decisions identical"
     return (f"{text}, accept/rollback decisions identical up to epoch {split[0] - 1}: this "
-            "trajectory amplifies float32 rounding (one process with 2 threads against 1 "
-            "departs as early); the 1e-6 agreement is tested on a smaller run "
+            "trajectory amplifies float32 rounding (one process with 2 threads departs from "
+            "1 thread even earlier); the 1e-6 agreement is tested on a smaller run "
             "(tests/test_distributed_train.py)")
 
 
