@@ -18,8 +18,6 @@ permissions.
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,82 +27,32 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..io import atomic_write
-from .columns import eps_columns, slug, split_norms
+from .columns import bounds, eps_columns, fitted, slug, split_norms
+from .plot_base import (
+    BAND_ALPHA,
+    band,
+    colors_of,
+    duration_axis,
+    epoch_text,
+    group_title,
+    log_if_positive,
+    panel_grid,
+    save,
+)
 from .series import DistanceTable, row_distances, series
+from .stats import wilson_bounds
 
 # (column prefix, legend label, line style, marker) of the accuracies drawn along training.
 ACCURACY_MEASURES = (("aa", "AutoAttack", "-", "o"),
                      ("worst", "worst case over attacks", "--", "s"),
                      ("cert", "certified", ":", "^"))
 MARGINS = (("normalized_margin", "normalized margin γ̄"), ("smoothed_margin", "smoothed margin γ̃"))
-DPI = 110
-
-
-def group_title(frame: pd.DataFrame) -> str:
-    """``dataset · model`` of the rows (several of each are joined with commas).
-
-    Args:
-        frame: Leaderboard rows.
-    """
-    def names(col: str) -> str:
-        return ", ".join(str(v) for v in dict.fromkeys(frame[col].dropna()))
-
-    return f"{names('dataset')} · {names('model')}"
-
-
-def save(fig: Figure, out_png: str | Path) -> Path:
-    """Write ``fig`` as a PNG (creating the folder, atomically) and return the path.
-
-    Args:
-        fig: The figure.
-        out_png: Destination.
-    """
-    path = Path(out_png)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-    return path
-
-
-def _epoch_text(value: object) -> str:
-    return "?" if value is None or pd.isna(value) else f"{float(value):.0f}"
-
-
-def _colors(lines: Sequence[tuple[str, pd.DataFrame]]) -> dict[str, str]:
-    # One colour per line, the same in every figure of a group.
-    return {label: f"C{i % 10}" for i, (label, _) in enumerate(lines)}
-
-
-def _log_if_positive(ax: Axes, values: pd.Series, axis: str) -> bool:
-    """Log scale when any value is positive; True when non-positive values must be hidden."""
-    if not (values > 0).any():
-        return False
-    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    return bool((values <= 0).any())
-
-
-def panel_grid(n: int, max_cols: int = 3, width: float = 4.6,
-               height: float = 3.8) -> tuple[Figure, list[Axes]]:
-    """A figure with ``n`` panels, at most ``max_cols`` per row.
-
-    Args:
-        n: Number of panels.
-        max_cols: Panels per row.
-        width, height: Size of one panel in inches.
-    """
-    cols = min(n, max_cols)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
 
 
 def margin_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
-                out_png: str | Path) -> Path | None:
-    """(a) Normalized and smoothed margin against epoch, every epoch of ``metrics.jsonl``.
+                out_png: str | Path, x: str = "epoch", title: str | None = None,
+                ) -> Path | None:
+    """(a) Normalized and smoothed margin against duration, every epoch of ``metrics.jsonl``.
 
     One line per run, dots at its checkpoints; log scale where the margin is positive
     (epochs before the data is separated have γ ≤ 0 and are then left out, as the axis says).
@@ -113,63 +61,73 @@ def margin_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         frame: Leaderboard rows of the runs to draw.
         metrics: Per run name, its metric rows (one per epoch).
         out_png: Where to write the PNG.
+        x: ``epoch`` or ``grad_evals`` (gradient evaluations, on a log axis).
+        title: The group's title (default: :func:`group_title`).
     """
     curves = []
     for run, rows in frame.groupby("run", sort=False):
         table = metrics.get(str(run))
-        if table is not None and {"epoch", *dict(MARGINS)} <= set(table.columns):
+        if table is not None and {"epoch", x, *dict(MARGINS)} <= set(table.columns) and (
+                table[x].notna().any()):
             curves.append((str(run), rows["epoch"].astype("float64"), table))
     if not curves:
         return None
     colors = {run: f"C{i % 10}" for i, run in enumerate(dict.fromkeys(frame["run"]))}
     fig = Figure(figsize=(12, 4.6))
     for ax, (col, name) in zip(fig.subplots(1, 2), MARGINS):
-        hidden = _log_if_positive(ax, pd.concat([m[col] for _, _, m in curves]), "y")
+        hidden = log_if_positive(ax, pd.concat([m[col] for _, _, m in curves]), "y")
         for run, epochs, table in curves:
             y = table[col].where(table[col] > 0) if hidden else table[col]
-            ax.plot(table["epoch"], y, color=colors[run], lw=1.3, label=run)
-            at = table["epoch"].isin(epochs)
-            ax.plot(table["epoch"][at], y[at], "o", color=colors[run], ms=4)
-        ax.set_xlabel("epoch")
+            keep = duration_axis(ax, x, table[x].astype("float64"))
+            xs, y = table[x].astype("float64")[keep], y[keep]
+            ax.plot(xs, y, color=colors[run], lw=1.3, label=run)
+            at = table["epoch"][keep].isin(epochs)
+            ax.plot(xs[at], y[at], "o", color=colors[run], ms=4)
         ax.set_ylabel(name + (" (epochs with γ ≤ 0 not shown)" if hidden else ""))
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{group_title(frame)}: margins along training (dots: checkpoints)")
+    fig.suptitle(f"{title or group_title(frame)}: margins along training (dots: checkpoints)")
     return save(fig, out_png)
 
 
 def robust_vs_epoch_plot(frame: pd.DataFrame, split: str, norm: str,
-                         out_png: str | Path) -> Path | None:
-    """(b) AutoAttack, worst-case and certified accuracy against epoch, one panel per ε.
+                         out_png: str | Path, x: str = "epoch",
+                         title: str | None = None) -> Path | None:
+    """(b) AutoAttack, worst-case and certified accuracy against duration, one panel per ε.
 
-    Colour = run (and setting), line style = measure; the faint line is clean accuracy on
-    the same points.
+    Colour = run (and setting), line style = measure; shaded bands are the 95 % Wilson
+    intervals (where the frame has them); the faint line is clean accuracy on the same
+    points.
 
     Args:
         frame: Leaderboard rows.
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
         out_png: Where to write the PNG.
+        x: ``epoch`` or ``grad_evals`` (gradient evaluations, on a log axis).
+        title: The group's title (default: :func:`group_title`).
     """
     columns = {prefix: eps_columns(frame, prefix, split, norm) for prefix, *_ in ACCURACY_MEASURES}
     budgets = sorted({eps for by_eps in columns.values() for eps in by_eps})
-    if not budgets:
+    if not budgets or x not in frame or frame[x].isna().all():
         return None
     lines = series(frame)
-    colors = _colors(lines)
+    colors = colors_of(lines)
     fig, axes = panel_grid(len(budgets))
     for ax, eps in zip(axes, budgets):
         for label, rows in lines:
+            rows = rows[duration_axis(ax, x, rows[x].astype("float64"))]
+            xs = rows[x].astype("float64")
             if f"clean_{split}" in rows:
-                ax.plot(rows["epoch"], rows[f"clean_{split}"], color=colors[label], alpha=0.3,
-                        lw=1)
+                ax.plot(xs, rows[f"clean_{split}"], color=colors[label], alpha=0.3, lw=1)
             for prefix, _, style, marker in ACCURACY_MEASURES:
                 if eps in columns[prefix]:
-                    ax.plot(rows["epoch"], rows[columns[prefix][eps]], ls=style, marker=marker,
-                            color=colors[label], ms=4, lw=1.4)
+                    col = columns[prefix][eps]
+                    ax.plot(xs, rows[col], ls=style, marker=marker, color=colors[label], ms=4,
+                            lw=1.4)
+                    band(ax, xs, rows, col, colors[label])
         ax.set_title(f"ε = {eps:.4g}", fontsize=10)
-        ax.set_xlabel("epoch")
         ax.set_ylabel(f"accuracy on {split} points")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
@@ -181,8 +139,9 @@ def robust_vs_epoch_plot(frame: pd.DataFrame, split: str, norm: str,
                 for _, label, s, m in ACCURACY_MEASURES]
     handles.append(Line2D([], [], color="k", alpha=0.3, label="clean"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
-               bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle(f"{group_title(frame)} — {split} points, {norm}: accuracy along training")
+               bbox_to_anchor=(0.5, -0.11))
+    fig.suptitle(f"{title or group_title(frame)} — {split} points, {norm}: accuracy along "
+                 "training (bands: 95 % Wilson intervals)")
     return save(fig, out_png)
 
 
@@ -191,13 +150,19 @@ def _margin_line(ax: Axes, rows: pd.DataFrame, col: str, color: str, label: str)
     if rows.empty:
         return
     ax.plot(rows["normalized_margin"], rows[col], "-o", color=color, ms=4, label=label)
+    lo, hi = bounds(col)
+    if lo in rows and hi in rows and rows[lo].notna().any():
+        y = rows[col].astype("float64")
+        ax.errorbar(rows["normalized_margin"], y, yerr=[y - rows[lo].astype("float64"),
+                                                         rows[hi].astype("float64") - y],
+                    fmt="none", ecolor=color, alpha=0.5, lw=1, capsize=2)
     for _, row in rows.iloc[[0, -1]].iterrows():
-        ax.annotate(f"ep {_epoch_text(row['epoch'])}", (row["normalized_margin"], row[col]),
+        ax.annotate(f"ep {epoch_text(row['epoch'])}", (row["normalized_margin"], row[col]),
                     fontsize=7, xytext=(3, 3), textcoords="offset points")
 
 
 def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
-                          out_png: str | Path) -> Path | None:
+                          out_png: str | Path, title: str | None = None) -> Path | None:
     """(c) Robust accuracy against normalized margin across checkpoints, one panel per ε.
 
     AutoAttack accuracy where it was run, else the worst case over the attacks. Each run
@@ -208,6 +173,7 @@ def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
         out_png: Where to write the PNG.
+        title: The group's title (default: :func:`group_title`).
     """
     measure, by_eps = "AutoAttack", eps_columns(frame, "aa", split, norm)
     if not by_eps:
@@ -215,10 +181,10 @@ def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
     if not by_eps or frame["normalized_margin"].isna().all():
         return None
     lines = series(frame)
-    colors = _colors(lines)
+    colors = colors_of(lines)
     fig, axes = panel_grid(len(by_eps))
     for ax, (eps, col) in zip(axes, by_eps.items()):
-        hidden = _log_if_positive(ax, frame["normalized_margin"], "x")
+        hidden = log_if_positive(ax, frame["normalized_margin"], "x")
         for label, rows in lines:
             shown = rows[col].notna() & (rows["normalized_margin"] > 0 if hidden else True)
             _margin_line(ax, rows[shown], col, colors[label], label)
@@ -231,14 +197,15 @@ def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{group_title(frame)} — {split} points, {norm}: robust accuracy vs "
-                 "normalized margin across checkpoints")
+    fig.suptitle(f"{title or group_title(frame)} — {split} points, {norm}: robust accuracy vs "
+                 "normalized margin across checkpoints (bars: 95 % Wilson intervals)")
     return save(fig, out_png)
 
 
 def draw_robust_vs_eps(ax: Axes, curves: Sequence[tuple[str, np.ndarray]],
                        marks: Sequence[float] = ()) -> None:
-    """Robust accuracy ``mean(distance > ε)`` against ε on ``ax``, one line per curve.
+    """Robust accuracy ``mean(distance > ε)`` against ε on ``ax``, one line per curve,
+    each with its 95 % Wilson band over the curve's points.
 
     Args:
         ax: Axes to draw on.
@@ -249,7 +216,11 @@ def draw_robust_vs_eps(ax: Axes, curves: Sequence[tuple[str, np.ndarray]],
     top = max([float(f.max()) for f in finite if f.size] + list(marks) + [0.0])
     grid = np.linspace(0.0, 1.05 * top if top > 0 else 1.0, 400)
     for label, d in curves:
-        ax.plot(grid, (d[None, :] > grid[:, None]).mean(axis=1), label=label, lw=1.6)
+        acc = (d[None, :] > grid[:, None]).mean(axis=1)
+        (line,) = ax.plot(grid, acc, label=label, lw=1.6)
+        if d.size:
+            ax.fill_between(grid, *wilson_bounds(acc, d.size), color=line.get_color(),
+                            alpha=BAND_ALPHA, lw=0)
     for eps in marks:
         ax.axvline(eps, color="0.6", lw=0.8, ls=":")
     ax.set_ylim(-0.02, 1.02)
@@ -280,6 +251,7 @@ def robust_vs_eps_plot(curves: Sequence[tuple[str, np.ndarray]], title: str,
 
 
 def first_last_curves(frame: pd.DataFrame, distances: DistanceTable, split: str, norm: str,
+                      fitted_only: bool = False,
                       ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """Distance curves of the first and last checkpoint of each line that have them.
 
@@ -290,16 +262,24 @@ def first_last_curves(frame: pd.DataFrame, distances: DistanceTable, split: str,
         distances: Per (run, checkpoint), the per-point distances per (split, norm, n, seed).
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
+        fitted_only: Start from the first fitted checkpoint (training accuracy 1 or summed
+            loss below log 2; labelled so) rather than the first, which may be the random
+            initialisation; a line without a fitted checkpoint keeps its first.
 
     Returns:
         (``(label, distances)`` pairs, names of the attacks the distances come from).
     """
     curves, attacks = [], set()
     for label, rows in series(frame):
+        rows = rows.assign(_fitted=fitted(rows))
         have = [(row, found) for row in rows.to_dict("records")
                 if (found := row_distances(distances, str(row["run"]), row, split, norm))]
-        for row, found in have[:1] + have[1:][-1:]:
-            curves.append((f"{label} @ epoch {_epoch_text(row['epoch'])}", found.values))
+        start = next((k for k, (row, _) in enumerate(have) if row["_fitted"]), 0) \
+            if fitted_only else 0
+        for k, (row, found) in [*list(enumerate(have))[start:start + 1],
+                                *list(enumerate(have))[start + 1:][-1:]]:
+            note = " (first fitted)" if fitted_only and k == start and row["_fitted"] else ""
+            curves.append((f"{label} @ epoch {epoch_text(row['epoch'])}{note}", found.values))
             attacks.update(found.attacks)
     return curves, sorted(attacks)
 
@@ -318,14 +298,21 @@ def eps_marks(frame: pd.DataFrame, split: str, norm: str) -> list[float]:
 
 def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
                 distances: DistanceTable, out_dir: str | Path,
+                titles: Mapping[tuple[str, str], str] | None = None,
                 ) -> dict[tuple[str, str], list[Path]]:
     """Every figure of every (dataset, model) group of a leaderboard.
+
+    Durations are drawn against epochs and, where the runs logged them, against gradient
+    evaluations (``*_vs_grad_evals*``). Robust-vs-ε curves compare each line's first
+    fitted checkpoint with its last.
 
     Args:
         frame: A leaderboard frame.
         metrics: Per run name, its metric rows.
         distances: Per (run, checkpoint), the per-point distances per (split, norm).
         out_dir: Folder for the PNGs (named ``{dataset}_{model}_{figure}[_{split}_{norm}].png``).
+        titles: Per (dataset, model), the title the figures carry (default ``dataset ·
+            model``; see :func:`marginrobust.report.labels.group_titles`).
 
     Returns:
         The written PNGs per (dataset, model), in the order they should be shown.
@@ -333,17 +320,28 @@ def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
     out_dir = Path(out_dir)
     written: dict[tuple[str, str], list[Path]] = {}
     for (dataset, model), rows in frame.groupby(["dataset", "model"], sort=False):
+        title = (titles or {}).get((str(dataset), str(model))) or group_title(rows)
         stem = out_dir / f"{slug(dataset)}_{slug(model)}"
-        paths = [margin_plot(rows, metrics, f"{stem}_margins.png")]
+        paths = [margin_plot(rows, metrics, f"{stem}_margins.png", title=title),
+                 margin_plot(rows, metrics, f"{stem}_margins_vs_grad_evals.png", "grad_evals",
+                             title)]
         for split, norm in split_norms(rows):
             tag = f"{split}_{norm}"
-            curves, attacks = first_last_curves(rows, distances, split, norm)
+            curves, attacks = first_last_curves(rows, distances, split, norm, fitted_only=True)
+            which = ("first fitted and last checkpoints"
+                     if any("(first fitted)" in label for label, _ in curves)
+                     else "first and last checkpoints; none fitted")
             paths += [
-                robust_vs_epoch_plot(rows, split, norm, f"{stem}_robust_vs_epoch_{tag}.png"),
-                robust_vs_margin_plot(rows, split, norm, f"{stem}_robust_vs_margin_{tag}.png"),
+                robust_vs_epoch_plot(rows, split, norm, f"{stem}_robust_vs_epoch_{tag}.png",
+                                     title=title),
+                robust_vs_epoch_plot(rows, split, norm,
+                                     f"{stem}_robust_vs_grad_evals_{tag}.png", "grad_evals",
+                                     title),
+                robust_vs_margin_plot(rows, split, norm, f"{stem}_robust_vs_margin_{tag}.png",
+                                      title),
                 robust_vs_eps_plot(
-                    curves, f"{group_title(rows)} — {split} points, {norm}: robust accuracy vs ε"
-                    f"\n(first and last checkpoints; distances from {', '.join(attacks)})",
+                    curves, f"{title} — {split} points, {norm}: robust accuracy vs ε"
+                    f"\n({which}; distances from {', '.join(attacks)}; bands: 95 % Wilson)",
                     f"{stem}_robust_vs_eps_{tag}.png", eps_marks(rows, split, norm))]
         written[(str(dataset), str(model))] = [p for p in paths if p is not None]
     return written
