@@ -5,13 +5,22 @@ Layers, each importing only those above it in this list (and ``io``, ``results``
 
 * :mod:`.columns` — column names and their grammar;
 * :mod:`.formatting` — cells for people and for strict JSON;
+* :mod:`.stats` — intervals, tests and fits (Wilson, bootstrap, Spearman, t, OLS);
 * :mod:`.methods` — which methods are minimal-norm attacks (asked of the attack registry);
 * :mod:`.loader` — everything read from run folders;
-* :mod:`.tables` — records and metrics → the leaderboard frame and the settings table;
-* :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
 * :mod:`.series` — the lines of a figure: per run and evaluation setting;
-* :mod:`.plots` — figures, drawn from data they receive;
+* :mod:`.intervals` — the 95 % intervals of the leaderboard's figures;
+* :mod:`.tables` — records and metrics → the leaderboard frame and the settings table;
+* :mod:`.configs` — which runs are seeds of one configuration, or differ in the schedule;
+* :mod:`.seeds` — means and intervals across seeds;
+* :mod:`.pooled` — the pooled fit separating the margin from training time;
+* :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
+* :mod:`.compute` — schedules compared at equal gradient evaluations and epochs;
+* :mod:`.labels` — titles that say what the data are;
+* :mod:`.plot_base`, :mod:`.plots` — figures, drawn from data they receive;
+* :mod:`.attack_sets`, :mod:`.markup` — what produced each column; notes as HTML;
 * :mod:`.render` — Markdown and HTML (style sheet and script are package data files);
+* :mod:`.sections` — the sections on seeds, matched compute, the pooled fit, statistics;
 * :mod:`.guard` — which folders the leaderboard may write into;
 * :mod:`.board` — :func:`write_leaderboard`;
 * :mod:`.compare` — checkpoints side by side;
@@ -32,7 +41,9 @@ _NAMES = {
     "check_board_folder": "guard", "compare": "compare", "format_compare": "compare",
     "compare_plot": "compare", "publish": "publish", "update_leaderboard": "publish",
     "format_value": "formatting", "json_records": "formatting", "json_value": "formatting",
-    "minimal_norm_methods": "methods",
+    "minimal_norm_methods": "methods", "with_intervals": "intervals",
+    "seed_table": "seeds", "matched_table": "compute", "pooled_table": "pooled",
+    "spearman_test": "stats", "wilson_interval": "stats", "run_configs": "configs",
 }
 
 __all__ = sorted(_NAMES)

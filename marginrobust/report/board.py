@@ -16,13 +16,21 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text
+from .attack_sets import setting_texts
+from .compute import matched_table
+from .configs import run_configs
 from .formatting import json_records
 from .guard import check_board_folder, finish_board
+from .intervals import with_intervals
+from .labels import group_titles
 from .links import link_statistics
-from .loader import load_all_distances, load_runs
+from .loader import load_all_distances, load_all_radii, load_runs
 from .methods import minimal_norm_methods
 from .plots import write_plots
+from .pooled import pooled_table
 from .render import group_sections, html_page, links_section, markdown, settings_section
+from .sections import figure_sections, statistics_section
+from .seeds import seed_table
 from .tables import build_tables
 
 PLOTS_DIR = "plots"
@@ -52,13 +60,19 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     """Write the leaderboard of some runs: tables, link statistics, figures and pages.
 
     Files in ``out_dir``: ``leaderboard.csv`` (every column; inf kept as ``inf``; counts as
-    integers; ``run_dir`` relative to ``out_dir``), ``leaderboard.json`` (records, strict JSON:
-    missing and infinite numbers are null), ``links.csv``
-    (:func:`~marginrobust.report.links.link_statistics`), ``settings.csv`` (the attack
+    integers; ``run_dir`` relative to ``out_dir``; 95 % intervals in ``_lo`` / ``_hi``
+    columns, :mod:`~marginrobust.report.intervals`), ``leaderboard.json`` (records, strict
+    JSON: missing and infinite numbers are null), ``links.csv``
+    (:func:`~marginrobust.report.links.link_statistics`), ``seeds.csv`` (means across seeds,
+    :mod:`~marginrobust.report.seeds`), ``matched.csv`` (schedules at equal compute,
+    :mod:`~marginrobust.report.compute`), ``pooled.csv`` (margin against training time,
+    :mod:`~marginrobust.report.pooled`), ``settings.csv`` (the attack
     options behind each ``settings`` id), ``README.md`` (per (dataset, model) compact tables
-    and figures, then the settings and link tables; the text of a hand-written ``NOTES.md``
-    in ``out_dir``, if any, goes after its introduction), ``index.html`` (the same,
-    self-contained, sortable by clicking a header or with ``#sort=COLUMN:desc``),
+    and figures, then the seeds, matched-compute, pooled-fit, settings and link tables and
+    how the statistics are computed; the text of a hand-written ``NOTES.md``
+    in ``out_dir``, if any, goes after its introduction), ``index.html`` (the same, notes
+    included, each robustness header naming its attack set, self-contained, sortable by
+    clicking a header or with ``#sort=COLUMN:desc``),
     ``plots/*.png`` and the marker ``.marginrobust-board.json`` listing them. Files a
     previous write left that this one does not produce are removed.
 
@@ -80,21 +94,32 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     runs = load_runs(run_dirs, on_corrupt)
     minimal = minimal_norm_methods(r for run in runs for r in run.records)
     tables = build_tables(runs, minimal)
-    frame, links = tables.frame, link_statistics(tables.frame)
+    distances = load_all_distances(runs, minimal)
+    frame = with_intervals(tables.frame, distances, load_all_radii(runs))
+    links = link_statistics(frame)
     metrics = {run.label: pd.DataFrame(run.metrics) for run in runs}
+    configs = run_configs(runs)
+    seeds, pooled = seed_table(frame, configs), pooled_table(frame)
+    matched = matched_table(frame, metrics, configs)
+    titles = group_titles(frame, runs)
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(frame, metrics, load_all_distances(runs, minimal), out / PLOTS_DIR)
-    sections = [*group_sections(frame, plots, out), settings_section(tables.settings),
-                links_section(links)]
+    plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles)
+    words = setting_texts(tables.settings, minimal)
+    sections = [*group_sections(frame, plots, out, words, titles),
+                *figure_sections(seeds, matched, pooled), settings_section(tables.settings),
+                links_section(links), statistics_section()]
     notes = (out / NOTES).read_text(encoding="utf-8") if (out / NOTES).exists() else ""
     published = frame.assign(run_dir=[portable_run_dir(p, out) for p in frame["run_dir"]])
     texts = {"leaderboard.csv": published.to_csv(index=False),
              "leaderboard.json": json.dumps(json_records(published), indent=1, allow_nan=False,
                                             ensure_ascii=False) + "\n",
              "links.csv": links.to_csv(index=False),
+             "seeds.csv": seeds.to_csv(index=False),
+             "matched.csv": matched.to_csv(index=False),
+             "pooled.csv": pooled.to_csv(index=False),
              "settings.csv": tables.settings.to_csv(index=False),
              "README.md": markdown(sections, len(runs), notes),
-             "index.html": html_page(sections, len(runs))}
+             "index.html": html_page(sections, len(runs), notes)}
     written = {}
     for name, text in texts.items():
         atomic_write_text(out / name, text)
