@@ -20,6 +20,7 @@ import torch
 from marginrobust import RunSpec, TrainConfig, distributed, train_run
 from marginrobust.margins import margin_stats
 from marginrobust.train import list_checkpoints, read_checkpoint, read_metrics
+from marginrobust.train.fused_loss import framed_loss, framed_loss_and_log_losses
 from marginrobust.train.run import read_run
 
 JOB_TIMEOUT = 180
@@ -232,6 +233,33 @@ def test_the_helpers_with_two_ranks(tmp_path):
         assert found["refused"] is not None
         assert found["refused"].startswith("rank 1 does not start from rank 0's run: its "
                                            "config, data order differ")
+
+
+@pytest.mark.parametrize("frame", [0.0, 0.7, -3.7])
+def test_a_share_gives_its_points_the_gradients_of_one_process(digits, frame):
+    """Each point's loss gradient, and with the whole batch as the share every parameter
+    gradient, has one process's bits: only the sum over the ranks' shares differs."""
+    torch.manual_seed(0)
+    z = (torch.randn(100, 10) * 5).requires_grad_()
+    y = torch.randint(0, 10, (100,))
+    framed_loss(z, y, frame).backward()
+    for lo, hi in ((0, 100), (0, 50), (50, 100), (37, 38)):
+        part = z.detach()[lo:hi].clone().requires_grad_()
+        _, log_l = framed_loss_and_log_losses(part, y[lo:hi], frame)
+        (torch.exp(log_l - frame).sum() / 100).backward()
+        assert torch.equal(part.grad, z.grad[lo:hi])
+    from marginrobust import Trainer, create_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(16,))
+    trainer = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                      TrainConfig(device="cpu"))
+    idx = torch.arange(100)
+    framed_loss(model(digits.x_train[idx]), digits.y_train[idx], frame).backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    trainer._share_loss(idx, 100, frame).backward()
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), want))
 
 
 @pytest.mark.parametrize("n,ranks", [(10, 2), (11, 2), (1, 2), (0, 3), (100, 3), (7, 4)])

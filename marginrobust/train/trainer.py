@@ -12,7 +12,7 @@ sets and reduced exactly, so every rank takes the same accept/rollback decision;
 parameter norms of every epoch are compared across ranks, so replicas that drifted apart
 stop the run rather than go unnoticed.
 
-The file runs to about 500 lines: the data-parallel epoch and what the ranks must agree
+The file runs to about 520 lines: the data-parallel epoch and what the ranks must agree
 on (shares, gradient sum, explosion, wall time, replica check) stay beside the
 single-process loop they have to match step for step.
 """
@@ -340,9 +340,9 @@ class Trainer:
         global batch of B points (0 for an empty share): the parts sum to the batch mean.
 
         Differentiated through the log-losses, each point's gradient is w_b·(1/B)
-        computed as in one process (there w_b·(g/B) with g = 1), so the logits' gradients
-        have one process's bits; only their sum over the batch (the weight gradients)
-        is formed in another order, part on each rank.
+        computed as in one process (there w_b·(g/B) with g = 1), so given the same logits
+        the logits' gradients have one process's bits; only their sum over the batch (the
+        weight gradients) is formed in another order, part on each rank.
         """
         if len(idx) == 0:
             return torch.zeros((), dtype=torch.float64, device=self.device)
