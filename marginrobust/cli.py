@@ -110,6 +110,10 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
                        checkpoint_epochs=parse_epoch_list(checkpoint_epochs),
                        init_from=init_from, scale=scale)
         trainer = train_run(out, spec, progress=not quiet)
+    from . import distributed
+
+    if not distributed.is_main_process():
+        return  # under torchrun rank 0 speaks for all ranks
     r = trainer.record or {}
     nominal = "" if r.get("homogeneous", True) else " (nominal order: not homogeneous)"
     click.echo(f"stopped ({trainer.stop_reason}) at epoch {r.get('epoch')}: "
@@ -219,7 +223,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
                  "precision": precision, "deterministic": deterministic,
                  "data_dir": data_dir, "model_kwargs": parse_kwargs(model_opts)}
     spec, preset = spec_from_preset(preset_for(dataset, dev), dataset, overrides)
-    click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
+    if distributed.is_main_process():
+        click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
     evaluator = build_evaluator(preset.attacks, norms, eps_l2, eps_linf, preset.n, eval_seed,
                                 device, not no_certify, aa_version, preset.aa_attacks,
                                 warm_start)
