@@ -216,16 +216,19 @@ def test_interpolate_linear_log_and_never_extrapolated() -> None:
     # In log space: a geometric curve comes back exactly.
     assert interpolate([0.0, 10.0], [1e-3, 1e-1], 5.0, log=True) == pytest.approx(1e-2)
     assert math.isnan(interpolate([0.0, 10.0], [-1e-3, 1e-1], 5.0, log=True))
+    assert math.isnan(interpolate([0.0, 10.0], [-1e-3, 1e-1], 0.0, log=True))  # γ̄ ≤ 0
     assert interpolate([0.0, 1.0], [math.inf, math.inf], 0.5) == math.inf
 
 
 # ---------------------------------------------------------------------------- notes as HTML
 def test_notes_become_html() -> None:
     notes = ("## Caveats\n\nWith **100 points** the `aa` error is\nabout 0.05.\n"
+             "**Bias `first` against `all`:** alike.\n"
              "- first\n  continued\n  - nested <b>\n- second\n\n```bash\na < b\n```\n")
     page = markdown_html(notes)
     assert "<h2>Caveats</h2>" in page
-    assert "<p>With <strong>100 points</strong> the <code>aa</code> error is about 0.05.</p>" \
+    assert ("<p>With <strong>100 points</strong> the <code>aa</code> error is about 0.05. "
+            "<strong>Bias <code>first</code> against <code>all</code>:</strong> alike.</p>") \
         in page
     assert "<ul><li>first continued<ul><li>nested &lt;b&gt;</li></ul></li><li>second</li></ul>" \
         in page

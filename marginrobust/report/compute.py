@@ -42,7 +42,8 @@ def interpolate(xs: Sequence[float], ys: Sequence[float], x: float, log: bool = 
     Args:
         xs, ys: Known points (any order; NaN ones are dropped).
         x: Where to read.
-        log: Interpolate ``log y`` (NaN when a bracketing ``y`` is not positive).
+        log: Interpolate ``log y`` (NaN when a bracketing ``y``, or the known ``y`` at
+            ``x``, is not positive).
 
     Returns:
         The value, or NaN outside the known range (never extrapolated).
@@ -56,7 +57,7 @@ def interpolate(xs: Sequence[float], ys: Sequence[float], x: float, log: bool = 
     a, b = a[order], b[order]
     j = int(np.searchsorted(a, x, side="left"))
     if a[j] == x:
-        return float(b[j])
+        return float(b[j]) if b[j] > 0 or not log else math.nan
     lo, hi = j - 1, j
     t = (x - a[lo]) / (a[hi] - a[lo])
     if log:
@@ -80,7 +81,8 @@ def schedule_pairs(configs: Mapping[str, RunConfig]) -> list[tuple[str, str]]:
 
 
 def _ratio(a: float, b: float) -> float:
-    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+    # Only between positive values: a margin ≤ 0 (data not yet separated) has no ratio.
+    return a / b if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
 
 
 def _margin_curve(metrics: pd.DataFrame | None, rows: pd.DataFrame,
@@ -104,7 +106,7 @@ def matched_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
     Returns:
         Long rows (:data:`MATCH_COLUMNS`): per (anchor, other, setting, match, anchor
         checkpoint, quantity) the anchor's value, the other's interpolated one, their ratio
-        (anchor / other) and difference (anchor − other).
+        (anchor / other, only where both are positive) and difference (anchor − other).
     """
     quantities = [MARGIN, *figure_columns(frame)]
     evaluated = frame[frame["settings"].notna()] if "settings" in frame else frame.iloc[:0]

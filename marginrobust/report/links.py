@@ -15,8 +15,8 @@ import math
 
 import pandas as pd
 
-from .columns import MIN_RADIUS, RADIUS_PREFIX, SETTINGS, bounds, fitted, robustness_columns
-from .pooled import NEAR_TAUTOLOGICAL
+from .columns import SETTINGS, bounds, fitted, robustness_columns
+from .pooled import NEAR_TAUTOLOGICAL, is_certified_radius
 from .stats import spearman_test
 
 LINK_COLUMNS = ("run", "dataset", "model", *SETTINGS, "column", "n_checkpoints", "spearman",
@@ -72,7 +72,6 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
                 continue
             every = spearman_test(sub["normalized_margin"], sub[col])
             late = spearman_test(fit["normalized_margin"], fit[col])
-            tautological = col == MIN_RADIUS or col.startswith(RADIUS_PREFIX)
             rows.append({**setting, "dataset": sub["dataset"].iloc[0],
                          "model": sub["model"].iloc[0], "column": col,
                          "n_checkpoints": every.n, "spearman": every.rho,
@@ -80,7 +79,7 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
                          "spearman_p": every.p, "n_fitted": late.n, "spearman_fitted": late.rho,
                          "spearman_fitted_lo": late.lo, "spearman_fitted_hi": late.hi,
                          "spearman_fitted_p": late.p, "margin_time_fitted": time,
-                         "note": NEAR_TAUTOLOGICAL if tautological else ""})
+                         "note": NEAR_TAUTOLOGICAL if is_certified_radius(col) else ""})
     out = pd.DataFrame(rows, columns=list(LINK_COLUMNS))
     for col in ("n", "seed", "n_checkpoints", "n_fitted"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")

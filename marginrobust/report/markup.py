@@ -19,22 +19,23 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 def inline(text: str) -> str:
     """Escaped text with code spans, bold, italics and links as HTML.
 
+    Code spans are set aside first, so that bold or a link may contain one.
+
     Args:
         text: One paragraph's or item's Markdown.
     """
-    parts = re.split(r"(`[^`]*`)", text)
-    out = []
-    for part in parts:
-        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-            continue
-        s = html.escape(part, quote=False)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
-        s = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", s)
-        s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)",
-                   lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', s)
-        out.append(s)
-    return "".join(out)
+    codes: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        codes.append(f"<code>{html.escape(match.group(1))}</code>")
+        return f"\0{len(codes) - 1}\0"
+
+    s = html.escape(re.sub(r"`([^`]*)`", keep, text), quote=False)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+    s = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", s)
+    s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)",
+               lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', s)
+    return re.sub(r"\0(\d+)\0", lambda m: codes[int(m.group(1))], s)
 
 
 def _list_html(items: list[tuple[int, bool, str]]) -> str:

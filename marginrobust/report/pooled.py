@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .columns import RADIUS_PREFIX, SETTINGS, fitted
+from .columns import HALF_EPS_PREFIX, MIN_RADIUS, RADIUS_PREFIX, SETTINGS, fitted
 from .seeds import figure_columns
 from .stats import ols
 
@@ -34,6 +34,11 @@ NEAR_TAUTOLOGICAL = ("near-tautological: the Lipschitz radius is γ̄ over a Lip
 KEYS = ("dataset", "model", *SETTINGS)
 POOLED_COLUMNS = (*KEYS, "column", "n_obs", "n_runs", "r_regressors", "a", "b", "b_lo", "b_hi",
                   "c", "c_lo", "c_hi", "conclusion", "note")
+
+
+def is_certified_radius(column: str) -> bool:
+    """Whether a column is a Lipschitz-certified radius (or the budget it certifies)."""
+    return column == MIN_RADIUS or column.startswith((RADIUS_PREFIX, HALF_EPS_PREFIX))
 
 
 def _sign(value: float, what: str) -> str:
@@ -90,7 +95,7 @@ def _fit(sub: pd.DataFrame, column: str) -> dict[str, Any]:
         c = (float(fit.coef[2]), float(fit.lo[2]), float(fit.hi[2]))
     row.update({"b": b[0], "b_lo": b[1], "b_hi": b[2], "c": c[0], "c_lo": c[1], "c_hi": c[2],
                 "conclusion": conclusion(b, c, r, n),
-                "note": NEAR_TAUTOLOGICAL if column.startswith(RADIUS_PREFIX) else ""})
+                "note": NEAR_TAUTOLOGICAL if is_certified_radius(column) else ""})
     return row
 
 

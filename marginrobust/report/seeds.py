@@ -27,10 +27,12 @@ from .columns import (
     is_bound,
 )
 from .configs import RunConfig
+from .intervals import is_accuracy
 from .stats import t_interval
 
 TRAJECTORY_METRICS = ("log10_loss", "train_acc", "test_acc", "normalized_margin",
                       "smoothed_margin")
+PROPORTIONS = ("train_acc", "test_acc")
 KEYS = ("dataset", "model", "config", *SETTINGS)
 SEED_COLUMNS = (*KEYS, "position", "n_seeds", "runs", "aligned_by", "epoch_mean",
                 "grad_evals_mean", "grad_evals_min", "grad_evals_max")
@@ -76,7 +78,8 @@ def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.Data
     Returns:
         One row per (dataset, model, configuration, setting, position): the identity
         (:data:`SEED_COLUMNS`), then for each trajectory metric and figure its mean over
-        the seeds with ``_lo`` / ``_hi`` (empty with one seed: ``n_seeds`` is then 1).
+        the seeds with ``_lo`` / ``_hi`` (empty with one seed: ``n_seeds`` is then 1;
+        cut to [0, 1] for accuracies).
     """
     metrics = [*TRAJECTORY_METRICS, *figure_columns(frame)]
     columns = [*SEED_COLUMNS, *[c for m in metrics for c in (m, *bounds(m))]]
@@ -103,6 +106,9 @@ def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.Data
                 values = [float(m[metric]) if not pd.isna(m[metric]) else np.nan
                           for m in members]
                 mean, lo, hi, _ = t_interval(values)
+                if is_accuracy(metric) or metric in PROPORTIONS:
+                    # A mean of proportions lies in [0, 1]: so does its interval.
+                    lo, hi = max(lo, 0.0), min(hi, 1.0)
                 row.update({metric: mean, **dict(zip(bounds(metric), (lo, hi)))})
             out.append(row)
     table = pd.DataFrame(out, columns=columns)
