@@ -262,6 +262,7 @@ def test_board_files_and_sections(board: Path) -> None:
     assert f"`{AA}` (n=100, seed=0, settings=A; 11 fitted checkpoints of 4 run(s))" in readme
     assert "plots/digits_cnn_robust_vs_grad_evals_test_L2.png" in readme
     assert "plots/digits_cnn_margins_vs_grad_evals.png" in readme
+    assert "plots/digits_cnn_seeds.png" in readme  # three seeds: their means and bands
 
 
 def test_html_carries_the_notes_and_attack_sets(board: Path) -> None:

@@ -17,7 +17,8 @@ Layers, each importing only those above it in this list (and ``io``, ``results``
 * :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
 * :mod:`.compute` — schedules compared at equal gradient evaluations and epochs;
 * :mod:`.labels` — titles that say what the data are;
-* :mod:`.plot_base`, :mod:`.plots` — figures, drawn from data they receive;
+* :mod:`.plot_base`, :mod:`.plots_seeds`, :mod:`.plots` — figures, drawn from data they
+  receive;
 * :mod:`.attack_sets`, :mod:`.markup` — what produced each column; notes as HTML;
 * :mod:`.render` — Markdown and HTML (style sheet and script are package data files);
 * :mod:`.sections` — the sections on seeds, matched compute, the pooled fit, statistics;

@@ -103,7 +103,7 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     matched = matched_table(frame, metrics, configs)
     titles = group_titles(frame, runs)
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles)
+    plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles, seeds)
     words = setting_texts(tables.settings, minimal)
     sections = [*group_sections(frame, plots, out, words, titles),
                 *figure_sections(seeds, matched, pooled), settings_section(tables.settings),

@@ -164,6 +164,23 @@ def split_columns(frame: pd.DataFrame, split: str,
     return [c for c in frame.columns if c == f"clean_{split}" or c.startswith(heads)]
 
 
+def headline_columns(columns: Iterable[str]) -> list[str]:
+    """The AutoAttack columns of the smallest budget of each (split, norm), in order.
+
+    Args:
+        columns: Column names (``aa_{split}_{norm}_{eps}`` among them).
+    """
+    first: dict[str, tuple[float, str]] = {}
+    for col in columns:
+        if not col.startswith("aa_") or is_bound(col):
+            continue
+        _, split, norm, eps = col.split("_", 3)
+        key = f"{split}_{norm}"
+        if key not in first or float(eps) < first[key][0]:
+            first[key] = (float(eps), col)
+    return [col for _, col in first.values()]
+
+
 def slug(text: str) -> str:
     """``text`` reduced to characters safe in a file name (``npz:/a/b.npz`` → ``npz-a-b.npz``).
 

@@ -39,6 +39,7 @@ from .plot_base import (
     panel_grid,
     save,
 )
+from .plots_seeds import seeds_plot
 from .series import DistanceTable, row_distances, series
 from .stats import wilson_bounds
 
@@ -299,7 +300,7 @@ def eps_marks(frame: pd.DataFrame, split: str, norm: str) -> list[float]:
 def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
                 distances: DistanceTable, out_dir: str | Path,
                 titles: Mapping[tuple[str, str], str] | None = None,
-                ) -> dict[tuple[str, str], list[Path]]:
+                seeds: pd.DataFrame | None = None) -> dict[tuple[str, str], list[Path]]:
     """Every figure of every (dataset, model) group of a leaderboard.
 
     Durations are drawn against epochs and, where the runs logged them, against gradient
@@ -313,6 +314,8 @@ def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         out_dir: Folder for the PNGs (named ``{dataset}_{model}_{figure}[_{split}_{norm}].png``).
         titles: Per (dataset, model), the title the figures carry (default ``dataset ·
             model``; see :func:`marginrobust.report.labels.group_titles`).
+        seeds: The seeds table (:func:`marginrobust.report.seeds.seed_table`): a figure of
+            the means across seeds where a configuration has several.
 
     Returns:
         The written PNGs per (dataset, model), in the order they should be shown.
@@ -343,5 +346,8 @@ def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
                     curves, f"{title} — {split} points, {norm}: robust accuracy vs ε"
                     f"\n({which}; distances from {', '.join(attacks)}; bands: 95 % Wilson)",
                     f"{stem}_robust_vs_eps_{tag}.png", eps_marks(rows, split, norm))]
+        if seeds is not None and not seeds.empty:
+            mine = seeds[(seeds["dataset"] == dataset) & (seeds["model"] == model)]
+            paths.append(seeds_plot(mine, f"{stem}_seeds.png", title))
         written[(str(dataset), str(model))] = [p for p in paths if p is not None]
     return written

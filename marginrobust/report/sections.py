@@ -7,33 +7,16 @@ words of each note are generated from the numbers where they state a finding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
-from .columns import MEDIAN_PREFIX, SETTINGS, is_bound
+from .columns import MEDIAN_PREFIX, SETTINGS, headline_columns, is_bound
 from .compute import matched_summary
 from .pooled import COLLINEAR, MIN_POINTS
 from .render import Section, Table, view
 from .seeds import KEYS as SEED_KEYS
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_SPEARMAN_MAX_N
-
-
-def headline_columns(columns: Iterable[str]) -> list[str]:
-    """The AutoAttack columns of the smallest budget of each (split, norm), in order.
-
-    Args:
-        columns: Column names (``aa_{split}_{norm}_{eps}`` among them).
-    """
-    first: dict[str, tuple[float, str]] = {}
-    for col in columns:
-        if not col.startswith("aa_") or is_bound(col):
-            continue
-        _, split, norm, eps = col.split("_", 3)
-        key = f"{split}_{norm}"
-        if key not in first or float(eps) < first[key][0]:
-            first[key] = (float(eps), col)
-    return [col for _, col in first.values()]
 
 
 def _shown_figures(frame: pd.DataFrame) -> list[str]:
