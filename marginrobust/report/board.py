@@ -106,7 +106,8 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles, seeds)
     words = setting_texts(tables.settings, minimal)
     sections = [*group_sections(frame, plots, out, words, titles),
-                *figure_sections(seeds, matched, pooled), settings_section(tables.settings),
+                *figure_sections(seeds, matched, pooled, words),
+                settings_section(tables.settings),
                 links_section(links), statistics_section()]
     notes = (out / NOTES).read_text(encoding="utf-8") if (out / NOTES).exists() else ""
     published = frame.assign(run_dir=[portable_run_dir(p, out) for p in frame["run_dir"]])

@@ -7,10 +7,11 @@ words of each note are generated from the numbers where they state a finding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from .attack_sets import column_notes
 from .columns import MEDIAN_PREFIX, SETTINGS, headline_columns, is_bound
 from .compute import matched_summary
 from .pooled import COLLINEAR, MIN_POINTS
@@ -24,16 +25,19 @@ def _shown_figures(frame: pd.DataFrame) -> list[str]:
             and (c.startswith("aa_") or c.startswith(MEDIAN_PREFIX))]
 
 
-def seeds_section(seeds: pd.DataFrame) -> Section:
+def seeds_section(seeds: pd.DataFrame,
+                  texts: Mapping[str, Mapping[str, str]] | None = None) -> Section:
     """Mean and t-interval across seeds per configuration and checkpoint position.
 
     Args:
         seeds: :func:`marginrobust.report.seeds.seed_table`.
+        texts: Per settings id, what produced each measure (column notes on the page).
     """
     shown = view(seeds, [*SEED_KEYS, "position", "n_seeds", "aligned_by", "grad_evals_mean",
                          "epoch_mean", "normalized_margin", *_shown_figures(seeds)])
     most = int(seeds["n_seeds"].max()) if len(seeds) else 0
-    return Section("Across seeds", [Table("", shown, "seeds")], note=(
+    notes = column_notes(shown.columns, seeds["settings"], dict(texts or {}))
+    return Section("Across seeds", [Table("", shown, "seeds", notes)], note=(
         "Runs that differ only in their seed (same dataset, model and options, schedule, "
         "rate, data subsets and precision) form a configuration (`config`). Per "
         "configuration, evaluation setting and checkpoint position: the mean over the seeds "
@@ -121,13 +125,14 @@ def statistics_section() -> Section:
         "with HC3 standard errors."))
 
 
-def figure_sections(seeds: pd.DataFrame, matched: pd.DataFrame,
-                    pooled: pd.DataFrame) -> Sequence[Section]:
+def figure_sections(seeds: pd.DataFrame, matched: pd.DataFrame, pooled: pd.DataFrame,
+                    texts: Mapping[str, Mapping[str, str]] | None = None) -> Sequence[Section]:
     """The seeds, matched-compute and pooled-fit sections, in the board's order.
 
     Args:
         seeds: :func:`~.seeds.seed_table`.
         matched: :func:`~.compute.matched_table`.
         pooled: :func:`~.pooled.pooled_table`.
+        texts: Per settings id, what produced each measure.
     """
-    return [seeds_section(seeds), matched_section(matched), pooled_section(pooled)]
+    return [seeds_section(seeds, texts), matched_section(matched), pooled_section(pooled)]

@@ -88,6 +88,15 @@ def order_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, flo
     return float(v[lo]), float(v[min(max(hi, lo), v.size - 1)])
 
 
+@functools.lru_cache(maxsize=8)
+def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    # A fresh generator per figure draws the same indices for every figure of n points:
+    # drawn once, kept read-only.
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    idx.flags.writeable = False
+    return idx
+
+
 def median_rows(values: np.ndarray) -> np.ndarray:
     """The median of each row of a (resamples, points) matrix."""
     return np.median(values, axis=1)
@@ -116,8 +125,7 @@ def bootstrap_interval(arrays: Sequence[np.ndarray],
     """
     if not arrays or len(arrays[0]) == 0:
         return NAN2
-    n = len(arrays[0])
-    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    idx = _indices(len(arrays[0]), resamples, seed)
     values = np.min(np.stack([statistic(np.asarray(a, float)[idx]) for a in arrays]), axis=0)
     return order_interval(values, level)
 
