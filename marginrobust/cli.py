@@ -248,8 +248,9 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
 def leaderboard_cmd(runs: tuple[str, ...], out_dir: str, force: bool) -> None:
     """Publish runs (results only, no checkpoints) into OUT/runs and rebuild the leaderboard.
 
-    Writes leaderboard.csv, leaderboard.json, links.csv, README.md, index.html and plots/
-    from every run under OUT/runs. With no RUNS it just rebuilds.
+    Writes leaderboard.csv, leaderboard.json, links.csv, settings.csv, seeds.csv,
+    matched.csv, pooled.csv, README.md, index.html and plots/ from every run under
+    OUT/runs. With no RUNS it just rebuilds.
     """
     from .report.publish import update_leaderboard
 
