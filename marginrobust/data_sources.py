@@ -232,16 +232,16 @@ def _extract(archive: Path, data_dir: Path, key: str) -> Path:
     marker = target / _EXTRACT_MARKER
     if marker.is_file() and marker.read_text() == key:
         return target
-    if not hasattr(tarfile, "data_filter"):  # added in 3.10.12/3.11.4; unsafe without it
-        raise UserError(f"imagefolder: this Python cannot extract {archive} safely; extract it "
-                        f"yourself and pass the folder")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{stem}."))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared data_dir's copy from others
         with tarfile.open(archive) as tar:
-            # The "data" filter refuses absolute paths, links out of the tree and devices.
-            tar.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                # The "data" filter refuses absolute paths, links out of the tree and devices.
+                tar.extractall(tmp, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4 (Debian 12's 3.11.2): check the members here
+                tar.extractall(tmp, members=_plain_members(tar, archive))
         (tmp / _EXTRACT_MARKER).write_text(key)
         if target.exists():  # a stale extraction of an older version of the archive
             stale = Path(tempfile.mkdtemp(dir=parent, prefix=f".{stem}.stale."))
@@ -254,6 +254,23 @@ def _extract(archive: Path, data_dir: Path, key: str) -> Path:
             return target  # another process finished the same extraction first
         raise UserError(f"imagefolder: cannot extract {archive} into {parent} ({exc})") from exc
     return target
+
+
+def _plain_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The archive's members when all are plain files and folders inside the tree.
+
+    What the "data" filter of newer Pythons checks, for an image folder: no absolute path,
+    no ``..``, no links or devices (an image folder needs none of them).
+    """
+    members = tar.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
+            raise UserError(f"imagefolder: {archive} holds {m.name!r}, which is not a plain file "
+                            "or folder inside the archive; extract it yourself and pass the "
+                            "folder")
+        m.mode = (m.mode | 0o644) & 0o755 if m.isfile() else 0o755
+    return members
 
 
 def _read_image(path: str) -> np.ndarray:

@@ -296,6 +296,31 @@ def test_imagefolder_from_tar_gz_one_level_down(tmp_path: Path) -> None:
     assert torch.equal(again.x_test, from_tar.x_test)
 
 
+@pytest.mark.parametrize("data_filter", [True, False], ids=["data-filter", "older-python"])
+def test_imagefolder_archive_safety_with_and_without_the_data_filter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool) -> None:
+    if not data_filter:  # what Debian 12's Python 3.11.2 has: no tarfile.data_filter
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile data filter")
+    _make_folder(tmp_path / "src" / "tiny")
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "tiny", arcname="tiny")
+    plain = load_dataset(f"imagefolder:{archive}", data_dir=tmp_path / "data")
+    direct = load_dataset(f"imagefolder:{tmp_path / 'src' / 'tiny'}", data_dir=tmp_path / "d2")
+    assert torch.equal(plain.x_train, direct.x_train)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "tiny", arcname="tiny")
+        link = tarfile.TarInfo("tiny/train/ant/escape.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(UserError):
+        load_dataset(f"imagefolder:{evil}", data_dir=tmp_path / "data3")
+    assert not (tmp_path / "data3" / "extracted" / "evil").exists()
+
+
 def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="needs a path"):
         load_dataset("imagefolder")
