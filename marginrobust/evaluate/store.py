@@ -273,15 +273,18 @@ class ResultsStore:
         self.path = self.dir / RECORDS
         self._records = [EvalRecord.from_json(d) for d in read_jsonl(self.path, on_corrupt)]
         self._by_key = {r.key: r for r in self._records}
+        # Kept up to date by add(), so that asking what is done costs nothing per record:
+        # the runner asks once per (checkpoint, split), and the store only grows.
+        self._done = frozenset(k for k, r in self._by_key.items() if r.skipped is None)
 
     @property
     def records(self) -> list[EvalRecord]:
         """Every stored record, oldest first."""
         return list(self._records)
 
-    def done(self) -> set[RecordKey]:
+    def done(self) -> frozenset[RecordKey]:
         """Keys of the figures already computed (skipped ones are tried again)."""
-        return {k for k, r in self._by_key.items() if r.skipped is None}
+        return self._done
 
     def skipped(self) -> dict[RecordKey, str]:
         """Keys of the stored skipped figures, with the reason each was skipped."""
@@ -300,10 +303,13 @@ class ResultsStore:
         if keys & self._by_key.keys():
             self._records = [r for r in self._records if r.key not in keys] + new
             atomic_write_text(self.path, _lines(self._records))
+            self._by_key = {r.key: r for r in self._records}
+            self._done = frozenset(k for k, r in self._by_key.items() if r.skipped is None)
         else:
             self._records += new
             append_lines(self.path, _lines(new).splitlines())
-        self._by_key = {r.key: r for r in self._records}
+            self._by_key.update((r.key, r) for r in new)
+            self._done = self._done | {r.key for r in new if r.skipped is None}
 
     # ------------------------------------------------------------------ per-point arrays
     def arrays_path(self, checkpoint: str) -> Path:
