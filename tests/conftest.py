@@ -49,3 +49,25 @@ def kill_after_epochs(args: list[str], run_dir, epochs: int, env: dict) -> None:
         time.sleep(0.01)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+def launcher_free_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child run: one torch thread, no torchrun variables
+    (a test started under a launcher must not make its children think they are ranks)."""
+    import os
+
+    from marginrobust import distributed
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    for key in (*distributed.LAUNCH_ENV, "LOCAL_RANK"):
+        env.pop(key, None)
+    return env
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    """The command line of ``torchrun --standalone -m marginrobust -- ARGS``."""
+    import sys
+
+    # `--` ends torchrun's own options: it would take `--n` for its `--nnodes`.
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import launcher_free_env, torchrun
 
 from marginrobust import RunSpec, TrainConfig, distributed, train_run
 from marginrobust.evaluate.engine import Evaluator
@@ -68,16 +69,7 @@ def reference(run_dir, tmp_path_factory) -> Path:
 
 
 def _env(marker: str = "") -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MARGINROBUST_TEST_JOB": marker}
-    for key in (*distributed.LAUNCH_ENV, "LOCAL_RANK"):
-        env.pop(key, None)
-    return env
-
-
-def torchrun(*args: str, nproc: int = 2) -> list[str]:
-    # `--` ends torchrun's own options: it would take `--n` for its `--nnodes`.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]
+    return launcher_free_env(MARGINROBUST_TEST_JOB=marker)
 
 
 def run_job(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import launcher_free_env, torchrun
 
 from marginrobust import RunSpec, TrainConfig, distributed, train_run
 from marginrobust.margins import margin_stats
@@ -53,16 +53,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in (*distributed.LAUNCH_ENV, "LOCAL_RANK"):
-        env.pop(key, None)
-    return env
-
-
-def torchrun(*args: str, nproc: int = 2) -> list[str]:
-    # `--` ends torchrun's own options.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]
+    return launcher_free_env()
 
 
 def run_job(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import distributed
 from ..errors import UserError
-from ..io import atomic_write  # noqa: F401  (still imported from here by older callers)
+from ..io import atomic_write
 from .callbacks import Callback
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from torch import nn
 
 from .. import distributed
 from ..errors import UserError
-from ..io import resolve_device  # noqa: F401  (re-exported: older callers import it from here)
+from ..io import resolve_device
 from ..margins import LN10, margin_stats
 from ..models import homogeneity_order, weight_layers
 from ..precision import (
