@@ -163,6 +163,9 @@ def train_options(preset: bool = False) -> list[Any]:
              help="Seeded class-balanced test subset size (default: all)."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of initialisation, data order and subsets."),
+        click.option("--data-seed", type=click.IntRange(min=0), default=None,
+                     help="Seed of the subsets alone, to hold the training and test images "
+                          "fixed across seeds [default: --seed]."),
         _opt("--checkpoint-decades", default=1.0, preset=preset, type=FiniteFloat(0.0),
              help="Checkpoint every k decades of the summed loss (0: off)."),
         click.option("--max-minutes", type=POSITIVE, default=None,

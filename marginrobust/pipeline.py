@@ -137,8 +137,10 @@ def spec_from_preset(preset: Preset, dataset: str, overrides: dict[str, Any]) ->
                         seed=overrides.get("seed") or 0,
                         device=overrides.get("device") or "auto")
     seed = overrides.get("seed") or 0
+    data_seed = overrides.get("data_seed")
     spec = RunSpec(model=p.model, model_kwargs=kwargs, dataset=dataset,
                    data_dir=overrides.get("data_dir"), train_subset=p.train_subset,
-                   test_subset=p.test_subset, data_seed=seed, init_seed=seed, train=train,
+                   test_subset=p.test_subset, data_seed=seed if data_seed is None else data_seed,
+                   init_seed=seed, train=train,
                    checkpoint_decades=p.checkpoint_decades)
     return spec, p

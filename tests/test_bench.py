@@ -33,6 +33,15 @@ def test_presets_cover_datasets_and_devices():
     assert str(default_out(spec)) == "runs/digits-cnn-loss-based-first"
 
 
+def test_data_seed_holds_the_subsets_while_the_seed_changes():
+    preset = preset_for("fashion-mnist", "cpu")
+    one, _ = spec_from_preset(preset, "fashion-mnist", {"seed": 1, "data_seed": 0})
+    two, _ = spec_from_preset(preset, "fashion-mnist", {"seed": 2, "data_seed": 0})
+    default, _ = spec_from_preset(preset, "fashion-mnist", {"seed": 2})
+    assert (one.data_seed, two.data_seed, default.data_seed) == (0, 0, 2)
+    assert (one.init_seed, two.init_seed, one.train.seed, two.train.seed) == (1, 2, 1, 2)
+
+
 def _strip(rows):
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
 

@@ -17,8 +17,10 @@ import pandas as pd
 
 from ..io import atomic_write_text
 from .attack_sets import setting_texts
+from .columns import slug
 from .compute import matched_table
 from .configs import run_configs
+from .depth import deep_runs, depth_plot, depth_section, depth_table
 from .formatting import json_records
 from .guard import check_board_folder, finish_board
 from .intervals import with_intervals
@@ -28,7 +30,7 @@ from .loader import load_all_distances, load_all_radii, load_runs
 from .methods import minimal_norm_methods
 from .plots import write_plots
 from .pooled import pooled_table
-from .render import group_sections, html_page, links_section, markdown, settings_section
+from .render import Section, group_sections, html_page, links_section, markdown, settings_section
 from .sections import figure_sections, statistics_section
 from .seeds import seed_table
 from .tables import build_tables
@@ -53,6 +55,24 @@ def portable_run_dir(run_dir: str | Path, out_dir: str | Path) -> str:
     except ValueError:
         return Path(run_dir).resolve().name
     return Path(rel).as_posix()
+
+
+def _present(section: Section | None) -> list[Section]:
+    return [] if section is None else [section]
+
+
+def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_dir: Path,
+                 titles: dict[tuple[str, str], str]) -> list[Path]:
+    # One figure per deep run (marginrobust.report.depth), named after the run.
+    out = []
+    for run in deep_runs(frame):
+        rows = frame[frame["run"] == run]
+        key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
+        title = f"{titles.get(key, ' · '.join(key))} — {run}"
+        path = depth_plot(rows, metrics[run], plots_dir / f"{slug(run)}_depth.png", title)
+        if path is not None:
+            out.append(path)
+    return out
 
 
 def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force: bool = False,
@@ -104,9 +124,13 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     titles = group_titles(frame, runs)
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles, seeds)
+    depth = depth_table(frame, metrics)
+    depth_pngs = _depth_plots(frame, metrics, out / PLOTS_DIR, titles)
     words = setting_texts(tables.settings, minimal)
     sections = [*group_sections(frame, plots, out, words, titles),
                 *figure_sections(seeds, matched, pooled, words),
+                *_present(depth_section(depth, [p.relative_to(out).as_posix()
+                                                for p in depth_pngs])),
                 settings_section(tables.settings),
                 links_section(links), statistics_section()]
     notes = (out / NOTES).read_text(encoding="utf-8") if (out / NOTES).exists() else ""
@@ -118,6 +142,7 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
              "seeds.csv": seeds.to_csv(index=False),
              "matched.csv": matched.to_csv(index=False),
              "pooled.csv": pooled.to_csv(index=False),
+             "depth.csv": depth.to_csv(index=False),
              "settings.csv": tables.settings.to_csv(index=False),
              "README.md": markdown(sections, len(runs), notes),
              "index.html": html_page(sections, len(runs), notes)}
@@ -125,7 +150,7 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     for name, text in texts.items():
         atomic_write_text(out / name, text)
         written[name] = out / name
-    for paths in plots.values():
+    for paths in [*plots.values(), depth_pngs]:
         written.update({p.relative_to(out).as_posix(): p for p in paths})
     finish_board(out, written)
     return written

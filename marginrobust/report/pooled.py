@@ -8,9 +8,11 @@ below log 2), per dataset, model and evaluation setting, and fitting
     robustness = a + b · log10 γ̄ + c · log10(gradient evaluations)
 
 by least squares separates the two where the data allow it: ``b`` is the change per decade
-of margin at equal compute, ``c`` per decade of compute at equal margin. Intervals are 95 %
-with HC3 standard errors and t(n − 3) quantiles (:func:`marginrobust.report.stats.ols`);
-checkpoints of one run are not independent, so they are narrower than they should be.
+of margin at equal compute, ``c`` per decade of compute at equal margin. Checkpoints of one
+run are not independent (they share a trajectory), so the 95 % intervals use standard
+errors clustered by run (CR1) and t(runs − 1) quantiles
+(:func:`marginrobust.report.stats.ols`): the runs, not the checkpoints, are the independent
+units, and a fit of one run has no interval.
 Where log γ̄ and log gradient evaluations are collinear (|r| > 0.95) the fit is not
 attempted: the data cannot separate them.
 """
@@ -89,7 +91,7 @@ def _fit(sub: pd.DataFrame, column: str) -> dict[str, Any]:
     nan3 = (math.nan,) * 3
     b = c = nan3
     if n >= MIN_POINTS and math.isfinite(r) and abs(r) <= COLLINEAR:
-        fit = ols(y, np.column_stack([np.ones(n), g, t]))
+        fit = ols(y, np.column_stack([np.ones(n), g, t]), clusters=sub["run"].tolist())
         row["a"] = float(fit.coef[0])
         b = (float(fit.coef[1]), float(fit.lo[1]), float(fit.hi[1]))
         c = (float(fit.coef[2]), float(fit.lo[2]), float(fit.hi[2]))

@@ -8,7 +8,8 @@ Every function is deterministic (the bootstrap draws from a generator seeded wit
   (medians of distances and radii);
 * :func:`spearman_test` — Spearman's ρ with a two-sided p-value and a Fisher-z interval;
 * :func:`t_interval` — the mean of a few values (seeds) with Student's t;
-* :func:`ols` — least squares with HC3 standard errors and t intervals.
+* :func:`ols` — least squares with HC3 or cluster-robust (CR1) standard errors and t
+  intervals.
 """
 
 from __future__ import annotations
@@ -261,11 +262,13 @@ class OlsFit:
 
     Attributes:
         coef: Coefficients, in the order of the design's columns.
-        se: HC3 heteroskedasticity-robust standard errors (NaN where a point has
-            leverage 1 or there are no residual degrees of freedom).
+        se: Standard errors: HC3 heteroskedasticity-robust, or CR1 cluster-robust when
+            clusters were given (NaN where a point has leverage 1, or without residual
+            degrees of freedom or two clusters).
         lo, hi: ``coef ∓ t(df) · se`` at the level asked.
         n: Observations.
-        df: Residual degrees of freedom.
+        df: Degrees of freedom of the t quantile: n − k, or clusters − 1.
+        clusters: Number of clusters (None: observations taken as independent).
     """
 
     coef: np.ndarray
@@ -274,19 +277,26 @@ class OlsFit:
     hi: np.ndarray
     n: int
     df: int
+    clusters: int | None = None
 
 
-def ols(y: np.ndarray, design: np.ndarray, level: float = LEVEL) -> OlsFit:
+def ols(y: np.ndarray, design: np.ndarray, level: float = LEVEL,
+        clusters: Sequence[object] | None = None) -> OlsFit:
     """Least squares of ``y`` on the columns of ``design`` (include the constant yourself).
 
-    Standard errors are HC3 (MacKinnon & White 1985): ``(XᵀX)⁻¹ Xᵀ diag(eᵢ² / (1 − hᵢ)²)
-    X (XᵀX)⁻¹``, the heteroskedasticity-robust choice recommended for small samples.
-    They still treat the observations as independent.
+    Without ``clusters``, standard errors are HC3 (MacKinnon & White 1985): ``(XᵀX)⁻¹ Xᵀ
+    diag(eᵢ² / (1 − hᵢ)²) X (XᵀX)⁻¹``, the heteroskedasticity-robust choice for small
+    samples, which treats the observations as independent. With ``clusters`` (one label per
+    observation: observations of one cluster may be correlated, clusters are independent),
+    they are CR1 (Liang & Zeger 1986, with Stata's small-sample factor): ``c · (XᵀX)⁻¹ (Σ_g
+    X_gᵀ e_g e_gᵀ X_g) (XᵀX)⁻¹``, ``c = G/(G − 1) · (n − 1)/(n − k)``, and the intervals use
+    t(G − 1).
 
     Args:
         y: Responses (n,).
         design: Regressors (n, k).
         level: Coverage of the intervals.
+        clusters: Cluster label of each observation, or None.
     """
     x = np.asarray(design, float)
     y = np.asarray(y, float)
@@ -294,14 +304,21 @@ def ols(y: np.ndarray, design: np.ndarray, level: float = LEVEL) -> OlsFit:
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     df = n - k
     nan = np.full(k, math.nan)
-    if df < 1 or np.linalg.matrix_rank(x) < k:
-        return OlsFit(coef, nan, nan, nan, n, df)
+    groups = None if clusters is None else len(set(clusters))
+    if df < 1 or np.linalg.matrix_rank(x) < k or (groups is not None and groups < 2):
+        return OlsFit(coef, nan, nan, nan, n, df, groups)
     bread = np.linalg.inv(x.T @ x)
-    leverage = np.einsum("ij,jk,ik->i", x, bread, x)
-    if (leverage > 1 - 1e-10).any():
-        return OlsFit(coef, nan, nan, nan, n, df)
     resid = y - x @ coef
-    meat = x.T @ (x * (resid / (1 - leverage))[:, None] ** 2)
+    if clusters is not None and groups is not None:
+        labels = np.asarray([str(c) for c in clusters])
+        scores = np.array([x[labels == g].T @ resid[labels == g] for g in np.unique(labels)])
+        meat = scores.T @ scores * (groups / (groups - 1)) * ((n - 1) / (n - k))
+        df = groups - 1
+    else:
+        leverage = np.einsum("ij,jk,ik->i", x, bread, x)
+        if (leverage > 1 - 1e-10).any():
+            return OlsFit(coef, nan, nan, nan, n, df)
+        meat = x.T @ (x * (resid / (1 - leverage))[:, None] ** 2)
     se = np.sqrt(np.clip(np.diag(bread @ meat @ bread), 0, None))
     half = sps.t.ppf(0.5 + level / 2, df) * se
-    return OlsFit(coef, se, coef - half, coef + half, n, df)
+    return OlsFit(coef, se, coef - half, coef + half, n, df, groups)

@@ -1,0 +1,178 @@
+"""Deep trajectories: margins and robustness against the depth of the training loss.
+
+A run trained far into the margin-maximising regime (log10 𝓛 ≤ :data:`DEEP_LOG10_LOSS`) is
+read against its depth, the decades of summed training loss −log10 𝓛, rather than against
+epochs: that is the scale on which the paper's theory moves. Per checkpoint the table gives
+the normalized margin γ̄, the smoothed margin γ̃, their relative gap (γ̄ − γ̃) / γ̄ (γ̃ ≤ γ̄
+once 𝓛 < log 2, and the gap closes as the margins converge), and how many accepted epochs
+since the previous checkpoint lowered γ̃ (the theorem says γ̃ never falls under gradient
+flow once 𝓛 < log 2; gradient descent only approximates it). The figure draws the same
+along every logged epoch, with the robustness figures of the checkpoints and their
+intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .columns import FITTED_LOG10_LOSS, MEDIAN_PREFIX, bounds, headline_columns
+from .plot_base import save
+from .render import Section, Table
+
+DEEP_LOG10_LOSS = -100.0
+GAMMA, SMOOTH = "normalized_margin", "smoothed_margin"
+DEPTH_COLUMNS = ("run", "checkpoint", "epoch", "grad_evals", "train_wall_s", "log10_loss",
+                 GAMMA, SMOOTH, "relative_gap", "fitted_epochs", "smoothed_decreases")
+
+
+def deep_runs(frame: pd.DataFrame) -> list[str]:
+    """The runs whose deepest checkpoint has log10 𝓛 ≤ :data:`DEEP_LOG10_LOSS`."""
+    if frame.empty or "log10_loss" not in frame:
+        return []
+    deepest = frame.groupby("run", sort=False)["log10_loss"].min()
+    return [str(run) for run, value in deepest.items() if value <= DEEP_LOG10_LOSS]
+
+
+def _fitted_epochs(table: pd.DataFrame) -> pd.DataFrame:
+    need = {"epoch", "log10_loss", GAMMA, SMOOTH}
+    if not need <= set(table.columns):
+        return table.iloc[:0]
+    rows = table.sort_values("epoch")
+    return rows[rows["log10_loss"].astype("float64") < FITTED_LOG10_LOSS]
+
+
+def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per checkpoint of every deep run: depth, margins, their gap and γ̃'s decreases.
+
+    Args:
+        frame: A leaderboard frame.
+        metrics: Per run name, its metric rows (one per accepted epoch).
+
+    Returns:
+        Rows of :data:`DEPTH_COLUMNS`, checkpoints in epoch order. ``fitted_epochs`` counts
+        the accepted epochs after the previous checkpoint up to this one with 𝓛 < log 2, and
+        ``smoothed_decreases`` those of them whose γ̃ is below the epoch before's.
+    """
+    rows = []
+    for run in deep_runs(frame):
+        table = metrics.get(run)
+        if table is None:
+            continue
+        logged = _fitted_epochs(table)
+        smooth = logged[SMOOTH].astype("float64").to_numpy()
+        fell = np.concatenate([[False], np.diff(smooth) < 0])
+        epochs = logged["epoch"].astype("float64").to_numpy()
+        points = (frame[frame["run"] == run].drop_duplicates("checkpoint")
+                  .sort_values("epoch"))
+        previous = -np.inf
+        for point in points.to_dict("records"):
+            epoch = float(point["epoch"])
+            inside = (epochs > previous) & (epochs <= epoch)
+            g, s = float(point[GAMMA]), float(point[SMOOTH])
+            rows.append({**{k: point.get(k) for k in DEPTH_COLUMNS[:6]}, GAMMA: g, SMOOTH: s,
+                         "relative_gap": (g - s) / g if g > 0 else np.nan,
+                         "fitted_epochs": int(inside.sum()),
+                         "smoothed_decreases": int(fell[inside].sum())})
+            previous = epoch
+    out = pd.DataFrame(rows, columns=list(DEPTH_COLUMNS))
+    for col in ("epoch", "grad_evals", "fitted_epochs", "smoothed_decreases"):
+        out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")
+    return out
+
+
+def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
+               title: str) -> Path | None:
+    """Margins, their gap and robustness of one deep run against −log10 𝓛.
+
+    Args:
+        frame: Leaderboard rows of the run (every evaluation setting).
+        table: Its metric rows (one per accepted epoch).
+        out_png: Where to write the PNG.
+        title: The figure's title.
+
+    Returns:
+        The PNG, or None (nothing written) without fitted epochs.
+    """
+    logged = _fitted_epochs(table)
+    if logged.empty:
+        return None
+    depth = -logged["log10_loss"].astype("float64")
+    g = logged[GAMMA].astype("float64")
+    s = logged[SMOOTH].astype("float64")
+    points = frame[frame["settings"].notna()] if "settings" in frame and frame[
+        "settings"].notna().any() else frame
+    points = points.sort_values("epoch", kind="stable").drop_duplicates("checkpoint")
+    at = -points["log10_loss"].astype("float64")
+    fig = Figure(figsize=(12, 8.4))
+    (ax_m, ax_gap), (ax_acc, ax_dist) = fig.subplots(2, 2)
+    ax_m.plot(depth, g, lw=1.3, label="normalized margin γ̄")
+    ax_m.plot(depth, s, lw=1.3, ls="--", label="smoothed margin γ̃")
+    fitted_points = points[points["log10_loss"].astype("float64") < FITTED_LOG10_LOSS]
+    ax_m.plot(-fitted_points["log10_loss"].astype("float64"),
+              fitted_points[GAMMA].astype("float64"), "o", color="C0", ms=4)
+    ax_m.set_ylabel("margin")
+    ax_m.set_title("γ̄ and γ̃ (dots: checkpoints)", fontsize=10)
+    ax_m.legend(fontsize=8)
+    gap = ((g - s) / g).where(g > 0)
+    keep = gap > 0
+    ax_gap.plot(depth[keep], gap[keep], lw=1.3, color="C2")
+    if keep.any():
+        ax_gap.set_yscale("log")
+    ax_gap.set_ylabel("(γ̄ − γ̃) / γ̄")
+    ax_gap.set_title("relative gap between the margins", fontsize=10)
+    present = [c for c in points.columns if points[c].notna().any()]
+    for i, col in enumerate(headline_columns(present)):
+        color = f"C{i % 10}"
+        ax_acc.plot(at, points[col].astype("float64"), "-o", ms=4, color=color, label=col)
+        lo, hi = bounds(col)
+        if lo in points and points[lo].notna().any():
+            ax_acc.fill_between(at, points[lo].astype("float64"),
+                                points[hi].astype("float64"), color=color, alpha=0.13, lw=0)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set_ylabel("AutoAttack robust accuracy")
+    ax_acc.set_title("robust accuracy (bands: 95 % Wilson)", fontsize=10)
+    dist_cols = [c for c in points.columns if c.startswith(MEDIAN_PREFIX)
+                 and not c.endswith(("_lo", "_hi")) and points[c].notna().any()]
+    for i, col in enumerate(dist_cols):
+        color = f"C{(i + 4) % 10}"
+        ax_dist.plot(at, points[col].astype("float64"), "-o", ms=4, color=color, label=col)
+        lo, hi = bounds(col)
+        if lo in points and points[lo].notna().any():
+            ax_dist.fill_between(at, points[lo].astype("float64"),
+                                 points[hi].astype("float64"), color=color, alpha=0.13, lw=0)
+    ax_dist.set_ylabel("median minimal adversarial distance")
+    ax_dist.set_title("median distances (bands: 95 % bootstrap)", fontsize=10)
+    for ax in (ax_m, ax_gap, ax_acc, ax_dist):
+        ax.set_xlabel(r"decades of training loss, $-\log_{10}\mathcal{L}$")
+        ax.grid(alpha=0.3)
+    for ax in (ax_acc, ax_dist):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: along the trajectory, against the depth of the training loss")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save(fig, out_png)
+
+
+def depth_section(table: pd.DataFrame, plots: list[str]) -> Section | None:
+    """The board's section on deep trajectories, or None when no run is deep.
+
+    Args:
+        table: :func:`depth_table`.
+        plots: The depth figures, relative to the board.
+    """
+    if table.empty:
+        return None
+    falls = int(table["smoothed_decreases"].sum())
+    epochs = int(table["fitted_epochs"].sum())
+    note = ("Runs whose summed training loss reached 10^"
+            f"{DEEP_LOG10_LOSS:g} or below, read against the depth −log10 𝓛. Per "
+            "checkpoint: γ̄, γ̃, the relative gap (γ̄ − γ̃) / γ̄, and of the accepted epochs "
+            "with 𝓛 < log 2 since the previous checkpoint (`fitted_epochs`), those that "
+            f"lowered γ̃ (`smoothed_decreases`): {falls:,} of {epochs:,} here. Every column "
+            "is in `depth.csv`; robustness at these checkpoints is in the tables above.")
+    return Section("Deep trajectories", [Table("", table, "depth")], plots=plots, note=note)
