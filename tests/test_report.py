@@ -409,6 +409,32 @@ def test_settings_are_kept_apart(delta: Path) -> None:
                    (20, 7, "B"): (3, pytest.approx(1.0))}
 
 
+def test_options_of_one_norm_only_do_not_split_a_setting(tmp_path: Path) -> None:
+    # FMN takes its warm-start option under L2 only: its L2 and Linf records spell their
+    # options differently and are still one evaluation, one row per checkpoint.
+    run = make_folder(tmp_path, "alpha", "cnn", {"width": 0.5}, "loss-based", (0, 10))
+    l2, linf = '{"steps":100,"warm_start":false}', '{"steps":100}'
+    recs = []
+    for epoch in (0, 10):
+        for norm, eps, config in (("L2", 0.5, l2), ("Linf", 0.1, linf)):
+            recs += [record("alpha", epoch, "test", "autoattack", norm, eps, 0.3, config=CUSTOM),
+                     record("alpha", epoch, "test", "fmn", norm, eps, 0.4, 0.2, 0.0,
+                            config=config)]
+    write_records(run, recs)
+    tables = build_tables(load_runs([run]))
+    frame = tables.frame
+    assert len(frame) == 2 and set(frame["settings"]) == {"A"}
+    assert frame[["aa_test_L2_0.5", "aa_test_Linf_0.1"]].notna().all().all()
+    assert frame[["median_dist_test_L2", "median_dist_test_Linf"]].notna().all().all()
+    fmn = tables.settings[tables.settings["method"] == "fmn"]
+    assert sorted(fmn["config"]) == sorted([l2, linf])
+    # A second L2 option set is a second setting, as before.
+    write_records(run, [record("alpha", 10, "test", "fmn", "L2", 0.5, 0.6, 0.3, 0.0,
+                               config='{"steps":200,"warm_start":false}')])
+    again = build_tables(load_runs([run])).frame
+    assert sorted(again["settings"].tolist()) == ["A", "A", "B"]
+
+
 def test_skipped_certificate_is_an_empty_cell_with_its_reason(delta: Path,
                                                               tmp_path: Path) -> None:
     frame = leaderboard_frame([delta])

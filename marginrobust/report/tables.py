@@ -81,7 +81,8 @@ from .methods import minimal_norm_methods
 SETTINGS_COLUMNS = ("settings", "method", "config")
 NOT_RECORDED = "(not recorded)"
 _EPOCH = re.compile(r"epoch-(\d+)$")
-# (method, config) pairs of the methods whose options vary: what tells two settings apart.
+# ("method norm", config) pairs of the methods whose options vary: what tells two settings
+# apart.
 Signature = tuple[tuple[str, str], ...]
 
 
@@ -115,28 +116,35 @@ def settings_id(k: int) -> str:
     return name
 
 
+def _option_key(rec: dict[str, Any]) -> str:
+    # Options are per (method, norm): an attack may take an option under one norm only
+    # (FMN's warm start is L2 only), and its L2 and Linf records are still one setting.
+    return f"{rec['method']} {rec['norm']}"
+
+
 def _groups(runs: Sequence[RunData]) -> list[_Group]:
     """The records of each run cut into rows, so that no row mixes two settings.
 
-    Records are grouped by (checkpoint, n, seed); a method evaluated there with several
-    option sets (``config``) gives one row per option set (in the order the records were
-    stored), with the figures of the other methods repeated in each.
+    Records are grouped by (checkpoint, n, seed); a method evaluated there under one norm
+    with several option sets (``config``) gives one row per option set (in the order the
+    records were stored), with the figures of the other methods repeated in each. Options
+    that differ between norms by design (an option only one norm takes) are one setting.
     """
     configs: dict[str, set[str]] = defaultdict(set)
     for rec in (r for run in runs for r in run.records):
-        configs[rec["method"]].add(rec["config"])
-    varying = sorted(m for m, c in configs.items() if len(c) > 1)
+        configs[_option_key(rec)].add(rec["config"])
+    varying = sorted(k for k, c in configs.items() if len(c) > 1)
     groups = []
     for run in runs:
         by_key: dict[tuple[str, Any, Any], list[dict[str, Any]]] = defaultdict(list)
         for rec in run.records:
             by_key[(rec["checkpoint"], rec["n"], rec["seed"])].append(rec)
         for (checkpoint, n, seed), recs in by_key.items():
-            present = {m: list(dict.fromkeys(r["config"] for r in recs if r["method"] == m))
-                       for m in varying}
-            present = {m: c for m, c in present.items() if c}
+            present = {k: list(dict.fromkeys(r["config"] for r in recs if _option_key(r) == k))
+                       for k in varying}
+            present = {k: c for k, c in present.items() if c}
             for chosen in _combinations(present):
-                rows = [r for r in recs if chosen.get(r["method"], r["config"]) == r["config"]]
+                rows = [r for r in recs if chosen.get(_option_key(r), r["config"]) == r["config"]]
                 groups.append(_Group(run, checkpoint, n, seed, tuple(chosen.items()), rows))
     return groups
 
@@ -155,23 +163,24 @@ def _named_options(config: str) -> dict[str, str]:
 
 
 def _combinations(present: dict[str, list[str]]) -> list[dict[str, str]]:
-    """The option sets of the varying methods that make rows, one config per method.
+    """The option sets of the varying (method, norm) keys that make rows, one config each.
 
-    Combinations where one method's config names another's options (``worst`` over an
-    AutoAttack set) and they differ are left out: that ``worst`` was not taken over that
-    AutoAttack. Every (method, config) keeps at least one row.
+    Combinations where one method's config names another's options under the same norm
+    (``worst`` over an AutoAttack set) and they differ are left out: that ``worst`` was not
+    taken over that AutoAttack. Every (method, norm, config) keeps at least one row.
     """
     every = [dict(zip(present, combo)) for combo in itertools.product(*present.values())]
 
     def consistent(chosen: dict[str, str]) -> bool:
-        return all(chosen.get(m, c) == c for config in chosen.values()
+        return all(chosen.get(f"{m} {key.split(' ', 1)[1]}", c) == c
+                   for key, config in chosen.items()
                    for m, c in _named_options(config).items())
 
     kept = [c for c in every if consistent(c)]
-    for method, configs in present.items():
+    for key, configs in present.items():
         for config in configs:
-            if not any(c[method] == config for c in kept):
-                kept.append(next(c for c in every if c[method] == config))
+            if not any(c[key] == config for c in kept):
+                kept.append(next(c for c in every if c[key] == config))
     return kept
 
 
