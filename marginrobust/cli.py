@@ -90,8 +90,8 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
               init_from: str | None, scale: float | None,
               resume: bool, quiet: bool) -> None:
     """Train a model with the paper's procedure, checkpointing along the trajectory."""
+    from .train.config import TrainConfig
     from .train.run import RunSpec, train_run
-    from .train.trainer import TrainConfig
 
     if resume:
         overrides = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes),

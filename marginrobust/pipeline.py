@@ -15,8 +15,8 @@ from typing import Any
 from .errors import UserError
 from .io import resolve_device
 from .presets import Preset
+from .train.config import TrainConfig
 from .train.run import RunSpec, read_run, train_run
-from .train.trainer import TrainConfig
 
 
 def default_out(spec: RunSpec) -> Path:

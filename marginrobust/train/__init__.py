@@ -9,9 +9,10 @@ from .checkpoints import (
                           read_checkpoint,
                           save_checkpoint,
 )
+from .config import TrainConfig
 from .metrics_log import MetricsWriter, read_metrics
 from .schedules import ConstantSchedule, LossBasedSchedule, Schedule, make_schedule
-from .trainer import NonHomogeneousWarning, TrainConfig, Trainer, resolve_device
+from .trainer import NonHomogeneousWarning, Trainer, resolve_device
 
 # atomic_write and resolve_device live in marginrobust.io; they stay here for older callers.
 __all__ = ["Callback", "CheckpointCallback", "ConstantSchedule", "LossBasedSchedule",

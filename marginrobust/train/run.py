@@ -29,8 +29,9 @@ from ..errors import UserError
 from ..io import RUN_FILE, read_run_json, resolve_device, write_json
 from .callbacks import Callback, ProgressBar
 from .checkpoints import RESUME_FILE, CheckpointCallback, read_checkpoint
+from .config import TrainConfig
 from .metrics_log import MetricsWriter
-from .trainer import TrainConfig, Trainer
+from .trainer import Trainer
 
 __all__ = ["RUN_FILE", "RunSpec", "environment", "read_run", "train_run"]
 
