@@ -18,10 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .columns import FITTED_LOG10_LOSS, MEDIAN_PREFIX, bounds, headline_columns
-from .plot_base import save
+from .columns import (
+    FITTED_LOG10_LOSS,
+    MEDIAN_PREFIX,
+    bounds,
+    fitted,
+    headline_columns,
+    is_bound,
+)
+from .plot_base import BAND_ALPHA, save
 from .render import Section, Table
 
 DEEP_LOG10_LOSS = -100.0
@@ -85,6 +93,19 @@ def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.
     return out
 
 
+def _figure_lines(ax: Axes, points: pd.DataFrame, columns: list[str], first_color: int) -> None:
+    # One line per figure through the checkpoints that have it, with its interval as a band.
+    for i, col in enumerate(columns):
+        rows = points[points[col].notna()]
+        at = -rows["log10_loss"].astype("float64")
+        color = f"C{(i + first_color) % 10}"
+        ax.plot(at, rows[col].astype("float64"), "-o", ms=4, color=color, label=col)
+        lo, hi = bounds(col)
+        if lo in rows and rows[lo].notna().any():
+            ax.fill_between(at, rows[lo].astype("float64"), rows[hi].astype("float64"),
+                            color=color, alpha=BAND_ALPHA, lw=0)
+
+
 def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
                title: str) -> Path | None:
     """Margins, their gap and robustness of one deep run against −log10 𝓛.
@@ -104,49 +125,38 @@ def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
     depth = -logged["log10_loss"].astype("float64")
     g = logged[GAMMA].astype("float64")
     s = logged[SMOOTH].astype("float64")
-    points = frame[frame["settings"].notna()] if "settings" in frame and frame[
-        "settings"].notna().any() else frame
-    points = points.sort_values("epoch", kind="stable").drop_duplicates("checkpoint")
-    at = -points["log10_loss"].astype("float64")
+    # Rows of every setting: the splits of one evaluation can be separate rows (a split
+    # with fewer points than asked has its own n); each figure is read where it is present.
+    points = frame[fitted(frame)].sort_values("epoch", kind="stable")
     fig = Figure(figsize=(12, 8.4))
     (ax_m, ax_gap), (ax_acc, ax_dist) = fig.subplots(2, 2)
-    ax_m.plot(depth, g, lw=1.3, label="normalized margin γ̄")
-    ax_m.plot(depth, s, lw=1.3, ls="--", label="smoothed margin γ̃")
-    fitted_points = points[points["log10_loss"].astype("float64") < FITTED_LOG10_LOSS]
-    ax_m.plot(-fitted_points["log10_loss"].astype("float64"),
-              fitted_points[GAMMA].astype("float64"), "o", color="C0", ms=4)
+    ax_m.plot(depth, g, lw=1.3, label=r"normalized margin $\bar\gamma$")
+    ax_m.plot(depth, s, lw=1.3, ls="--", label=r"smoothed margin $\tilde\gamma$")
+    marks = points.drop_duplicates("checkpoint")
+    ax_m.plot(-marks["log10_loss"].astype("float64"), marks[GAMMA].astype("float64"), "o",
+              color="C0", ms=4)
     ax_m.set_ylabel("margin")
-    ax_m.set_title("γ̄ and γ̃ (dots: checkpoints)", fontsize=10)
+    ax_m.set_title(r"$\bar\gamma$ and $\tilde\gamma$ (dots: evaluated checkpoints)",
+                   fontsize=10)
     ax_m.legend(fontsize=8)
     gap = ((g - s) / g).where(g > 0)
     keep = gap > 0
     ax_gap.plot(depth[keep], gap[keep], lw=1.3, color="C2")
     if keep.any():
         ax_gap.set_yscale("log")
-    ax_gap.set_ylabel("(γ̄ − γ̃) / γ̄")
+    ax_gap.set_ylabel(r"$(\bar\gamma - \tilde\gamma) / \bar\gamma$")
     ax_gap.set_title("relative gap between the margins", fontsize=10)
     present = [c for c in points.columns if points[c].notna().any()]
-    for i, col in enumerate(headline_columns(present)):
-        color = f"C{i % 10}"
-        ax_acc.plot(at, points[col].astype("float64"), "-o", ms=4, color=color, label=col)
-        lo, hi = bounds(col)
-        if lo in points and points[lo].notna().any():
-            ax_acc.fill_between(at, points[lo].astype("float64"),
-                                points[hi].astype("float64"), color=color, alpha=0.13, lw=0)
+    _figure_lines(ax_acc, points, headline_columns(present), 0)
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("AutoAttack robust accuracy")
     ax_acc.set_title("robust accuracy (bands: 95 % Wilson)", fontsize=10)
-    dist_cols = [c for c in points.columns if c.startswith(MEDIAN_PREFIX)
-                 and not c.endswith(("_lo", "_hi")) and points[c].notna().any()]
-    for i, col in enumerate(dist_cols):
-        color = f"C{(i + 4) % 10}"
-        ax_dist.plot(at, points[col].astype("float64"), "-o", ms=4, color=color, label=col)
-        lo, hi = bounds(col)
-        if lo in points and points[lo].notna().any():
-            ax_dist.fill_between(at, points[lo].astype("float64"),
-                                 points[hi].astype("float64"), color=color, alpha=0.13, lw=0)
+    dist_cols = [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
+    _figure_lines(ax_dist, points, dist_cols, 4)
     ax_dist.set_ylabel("median minimal adversarial distance")
     ax_dist.set_title("median distances (bands: 95 % bootstrap)", fontsize=10)
+    for ax in (ax_acc, ax_dist):
+        ax.set_xlim(ax_m.get_xlim())
     for ax in (ax_m, ax_gap, ax_acc, ax_dist):
         ax.set_xlabel(r"decades of training loss, $-\log_{10}\mathcal{L}$")
         ax.grid(alpha=0.3)
