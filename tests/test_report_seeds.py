@@ -165,6 +165,21 @@ def test_configurations_and_schedule_pairs(runs: dict[str, Path]) -> None:
     assert configs["cnn-s2"].seed == 2 and configs["cnn-const"].schedule == "constant, lr=0.1"
 
 
+def test_descriptions_are_told_apart_within_a_dataset_only(tmp_path: Path) -> None:
+    digits = make_run(tmp_path, "d", 0, "loss-based", 3.0, (0, 5))
+    fashion = make_run(tmp_path, "f", 0, "loss-based", 3.0, (0, 5), dataset="fashion-mnist")
+    other = make_run(tmp_path, "o", 0, "loss-based", 3.0, (0, 5))
+    info = json.loads((other / "run.json").read_text())
+    info["run"]["train"]["precision"] = "tf32"  # not in the description
+    (other / "run.json").write_text(json.dumps(info))
+    alone = run_configs(load_runs([digits, fashion]))
+    assert alone["d"].description == alone["f"].description == (
+        "cnn (bias=first, width=0.5); loss-based, lr=0.1")
+    both = run_configs(load_runs([digits, fashion, other]))
+    assert both["d"].description.endswith("#1") and both["o"].description.endswith("#2")
+    assert not both["f"].description.endswith(("#1", "#2"))
+
+
 def test_three_seeds_give_mean_and_t_interval(frame: pd.DataFrame,
                                               runs: dict[str, Path]) -> None:
     configs = run_configs(load_runs(list(runs.values())))

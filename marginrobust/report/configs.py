@@ -98,20 +98,23 @@ def run_config(run: RunData) -> RunConfig:
 def run_configs(runs: Sequence[RunData]) -> dict[str, RunConfig]:
     """:func:`run_config` of every run, by label; descriptions made distinct.
 
-    Two configurations that differ only where the description does not look (a data
-    subset, a precision) get ``#2``, ``#3``… after theirs.
+    Two configurations of one dataset that differ only where the description does not look
+    (a data subset, a precision) get ``#1``, ``#2``… after theirs; the same description on
+    two datasets is not ambiguous (the tables name the dataset).
 
     Args:
         runs: Loaded runs.
     """
     out = {run.label: run_config(run) for run in runs}
-    seen: dict[str, list[str]] = {}
-    for cfg in out.values():
-        configs = seen.setdefault(cfg.description, [])
+    # Descriptions are told apart within a dataset: the tables name the dataset beside them.
+    dataset = {run.label: str((run.info.get("run") or {}).get("dataset")) for run in runs}
+    seen: dict[tuple[str, str], list[str]] = {}
+    for label, cfg in out.items():
+        configs = seen.setdefault((dataset[label], cfg.description), [])
         if cfg.config not in configs:
             configs.append(cfg.config)
     for label, cfg in out.items():
-        configs = seen[cfg.description]
+        configs = seen[(dataset[label], cfg.description)]
         if len(configs) > 1:
             k = configs.index(cfg.config) + 1
             out[label] = RunConfig(cfg.run, cfg.config, cfg.pair, cfg.seed, cfg.schedule,
