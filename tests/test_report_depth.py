@@ -64,6 +64,8 @@ def test_depth_table_counts_decreases_between_checkpoints() -> None:
     assert list(table["fitted_epochs"]) == [0, 6, 10, 20]
     # Epoch 5 is the first fitted one: it has no predecessor to fall from.
     assert list(table["smoothed_decreases"]) == [0, 0, 2, 1]
+    # Each dip is 1 % of the epoch before's γ̃.
+    np.testing.assert_allclose(table["largest_decrease"].iloc[1:], [0.0, 0.01, 0.01])
     g = metrics.set_index("epoch").loc[[10, 20, 40], "normalized_margin"].to_numpy()
     s = metrics.set_index("epoch").loc[[10, 20, 40], "smoothed_margin"].to_numpy()
     np.testing.assert_allclose(table["relative_gap"].iloc[1:], (g - s) / g, rtol=1e-12)

@@ -35,7 +35,8 @@ from .render import Section, Table
 DEEP_LOG10_LOSS = -100.0
 GAMMA, SMOOTH = "normalized_margin", "smoothed_margin"
 DEPTH_COLUMNS = ("run", "checkpoint", "epoch", "grad_evals", "train_wall_s", "log10_loss",
-                 GAMMA, SMOOTH, "relative_gap", "fitted_epochs", "smoothed_decreases")
+                 GAMMA, SMOOTH, "relative_gap", "fitted_epochs", "smoothed_decreases",
+                 "largest_decrease")
 
 
 def deep_runs(frame: pd.DataFrame) -> list[str]:
@@ -64,7 +65,8 @@ def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.
     Returns:
         Rows of :data:`DEPTH_COLUMNS`, checkpoints in epoch order. ``fitted_epochs`` counts
         the accepted epochs after the previous checkpoint up to this one with 𝓛 < log 2, and
-        ``smoothed_decreases`` those of them whose γ̃ is below the epoch before's.
+        ``smoothed_decreases`` those of them whose γ̃ is below the epoch before's,
+        ``largest_decrease`` the largest such fall relative to the epoch before's γ̃.
     """
     rows = []
     for run in deep_runs(frame):
@@ -74,6 +76,10 @@ def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.
         logged = _fitted_epochs(table)
         smooth = logged[SMOOTH].astype("float64").to_numpy()
         fell = np.concatenate([[False], np.diff(smooth) < 0])
+        # A decrease relative to the epoch before's γ̃ (where that one is positive).
+        before = np.concatenate([[np.nan], smooth[:-1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = np.where(fell & (before > 0), (before - smooth) / before, 0.0)
         epochs = logged["epoch"].astype("float64").to_numpy()
         points = (frame[frame["run"] == run].drop_duplicates("checkpoint")
                   .sort_values("epoch"))
@@ -85,7 +91,9 @@ def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.
             rows.append({**{k: point.get(k) for k in DEPTH_COLUMNS[:6]}, GAMMA: g, SMOOTH: s,
                          "relative_gap": (g - s) / g if g > 0 else np.nan,
                          "fitted_epochs": int(inside.sum()),
-                         "smoothed_decreases": int(fell[inside].sum())})
+                         "smoothed_decreases": int(fell[inside].sum()),
+                         "largest_decrease": float(drop[inside].max()) if inside.any()
+                         else np.nan})
             previous = epoch
     out = pd.DataFrame(rows, columns=list(DEPTH_COLUMNS))
     for col in ("epoch", "grad_evals", "fitted_epochs", "smoothed_decreases"):
@@ -183,6 +191,7 @@ def depth_section(table: pd.DataFrame, plots: list[str]) -> Section | None:
             f"{DEEP_LOG10_LOSS:g} or below, read against the depth −log10 𝓛. Per "
             "checkpoint: γ̄, γ̃, the relative gap (γ̄ − γ̃) / γ̄, and of the accepted epochs "
             "with 𝓛 < log 2 since the previous checkpoint (`fitted_epochs`), those that "
-            f"lowered γ̃ (`smoothed_decreases`): {falls:,} of {epochs:,} here. Every column "
+            f"lowered γ̃ (`smoothed_decreases`): {falls:,} of {epochs:,} here, the largest by "
+            f"{table['largest_decrease'].max():.2g} of γ̃ (`largest_decrease`). Every column "
             "is in `depth.csv`; robustness at these checkpoints is in the tables above.")
     return Section("Deep trajectories", [Table("", table, "depth")], plots=plots, note=note)
