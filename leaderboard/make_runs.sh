@@ -5,7 +5,7 @@
 # (bench resumes), and the last line publishes the results (no checkpoints) into leaderboard/.
 #
 #   bash leaderboard/make_runs.sh            # all 36 runs, one after another
-#   bash leaderboard/make_runs.sh digits-mlp # only the runs whose name contains this
+#   bash leaderboard/make_runs.sh digits-mlp # only the runs whose name matches this regex
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter="${1:-}"
@@ -18,7 +18,7 @@ common=(--device cpu --no-leaderboard --quiet --attacks autoattack,fmn
 
 run() {  # run NAME ARGS...: one bench run into leaderboard/runs/NAME
   local name="$1"; shift
-  [[ -z "$filter" || "$name" == *"$filter"* ]] || return 0
+  [[ -z "$filter" || "$name" =~ $filter ]] || return 0
   echo "[make_runs] $name"
   marginrobust bench --out "runs/grid/$name" "${common[@]}" "$@"
 }

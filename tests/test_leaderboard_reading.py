@@ -1,0 +1,166 @@
+"""The written readings quote the committed tables: every figure they cite is recomputed here.
+
+``leaderboard/NOTES.md`` (the grid of schedules and seeds), ``leaderboard/trajectory/NOTES.md``
+(the deep trajectory) and the README's Results section quote figures of the boards' CSV
+files. Each quoted phrase is rebuilt below from those files, and must appear verbatim where
+it is quoted: a reading cannot drift from its data. ``python tests/test_leaderboard_reading.py``
+prints every phrase.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOARD = ROOT / "leaderboard"
+TRAJECTORY = BOARD / "trajectory"
+CONFIGS = {"digits CNN": ("digits", "cnn"), "digits MLP": ("digits", "mlp"),
+           "Fashion-MNIST MLP": ("fashion-mnist", "mlp")}
+LOSS_BASED = "loss-based, lr=0.1"
+
+
+def iv(value: float, lo: float, hi: float, digits: int = 3) -> str:
+    """``0.512 [0.471, 0.553]``; significant digits for margins (``3.45e-06``)."""
+    if abs(value) < 1e-2 and value != 0:
+        return f"{value:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _csv(board: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(board / name)
+
+
+def _schedule(config: str) -> str:
+    return config.split("; ", 1)[1]
+
+
+def _last_positions(seeds: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    rows = seeds[(seeds["dataset"] == dataset) & (seeds["model"] == model)]
+    return rows.sort_values("position").groupby("config").tail(1)
+
+
+def grid_claims() -> dict[str, str]:
+    """Phrases of the grid's reading, by a name that says where they come from."""
+    seeds, pooled, matched = (_csv(BOARD, n) for n in ("seeds.csv", "pooled.csv",
+                                                       "matched.csv"))
+    out: dict[str, str] = {}
+    for label, (dataset, model) in CONFIGS.items():
+        last = _last_positions(seeds, dataset, model)
+        for row in last.to_dict("records"):
+            key = f"{label} / {_schedule(row['config'])}"
+            margin = iv(row["normalized_margin"], row["normalized_margin_lo"],
+                        row["normalized_margin_hi"])
+            out[f"{key} / margin"] = (
+                f"γ̄ {margin} after {row['grad_evals_mean']:,.0f} gradient evaluations"
+                f" ({row['n_seeds']} seeds)")
+            for col in [c for c in row if re.match(r"^aa_(train|test)_L2_[0-9.]+$", c)]:
+                if not pd.isna(row[col]):
+                    out[f"{key} / {col}"] = (
+                        f"{col} {iv(row[col], row[col + '_lo'], row[col + '_hi'], 2)}")
+        mine = matched[(matched["dataset"] == dataset) & (matched["model"] == model)
+                       & (matched["match"] == "grad_evals")
+                       & (matched["quantity"] == "normalized_margin")
+                       & (matched["schedule_a"] == LOSS_BASED)
+                       & matched["schedule_b"].str.startswith("constant")]
+        if not mine.empty:
+            final = mine.sort_values("grad_evals_a").groupby(["run_a", "run_b"]).tail(1)
+            out[f"{label} / matched margin ratio"] = (
+                f"{final['ratio'].min():.2f} to {final['ratio'].max():.2f} times the constant "
+                f"rates' γ̄ at equal gradient evaluations ({len(final)} pairs)")
+        fits = pooled[(pooled["dataset"] == dataset) & (pooled["model"] == model)]
+        for row in fits.to_dict("records"):
+            if not re.match(r"^aa_(train|test)_", row["column"]):
+                continue
+            if math.isnan(row["b"]):
+                text = f"`{row['column']}`: {row['conclusion']}"
+            else:
+                text = (f"`{row['column']}`: b = {iv(row['b'], row['b_lo'], row['b_hi'])}, "
+                        f"c = {iv(row['c'], row['c_lo'], row['c_hi'])} "
+                        f"({row['n_obs']} checkpoints of {row['n_runs']} runs)")
+            out[f"{label} / pooled / {row['column']}"] = text
+    board = _csv(BOARD, "leaderboard.csv")
+    final = board.sort_values("epoch").groupby("run").tail(1)
+    loss_based = final["schedule"].str.startswith("loss-based")
+    for name, rows in (("digits loss-based depth", final[(final["dataset"] == "digits")
+                                                        & loss_based]),
+                       ("fashion loss-based depth", final[(final["dataset"] == "fashion-mnist")
+                                                         & loss_based]),
+                       ("fashion constant depth", final[(final["dataset"] == "fashion-mnist")
+                                                       & ~loss_based])):
+        out[name] = (f"10^{rows['log10_loss'].min():.2f} to "
+                     f"10^{rows['log10_loss'].max():.2f}")
+    collapsed = final[final["train_acc"] == 0.0]
+    for row in collapsed.to_dict("records"):
+        out[f"{row['run']} collapsed"] = f"stuck at 10^{row['log10_loss']:.2f}"
+    return out
+
+
+def trajectory_claims() -> dict[str, str]:
+    """Phrases of the deep trajectory's reading."""
+    depth = _csv(TRAJECTORY, "depth.csv").sort_values("epoch")
+    board = _csv(TRAJECTORY, "leaderboard.csv")
+    last = depth.iloc[-1]
+    fitted = depth[depth["normalized_margin"] > 0]
+    first = fitted.iloc[0]
+    out = {
+        "depth": (f"log10 𝓛 = {last['log10_loss']:.2f} at epoch {int(last['epoch']):,} "
+                  f"({int(last['grad_evals']):,} gradient evaluations, "
+                  f"{last['train_wall_s'] / 3600:.1f} h of training)"),
+        "margin": (f"γ̄ grew from {first['normalized_margin']:.3g} at epoch "
+                   f"{int(first['epoch']):,} to {last['normalized_margin']:.4g}"),
+        "smoothed": f"γ̃ = {last['smoothed_margin']:.4g}",
+        "growth": f"{last['normalized_margin'] / first['normalized_margin']:.0f}-fold",
+        "decreases": (f"{int(depth['smoothed_decreases'].sum()):,} of "
+                      f"{int(depth['fitted_epochs'].sum()):,} accepted epochs below log 2 "
+                      "lowered γ̃"),
+        "largest decrease": f"by at most {depth['largest_decrease'].max():.2g} of its value",
+    }
+    for decades in (50, 400):
+        row = depth.iloc[(depth["log10_loss"] + decades).abs().argsort().iloc[0]]
+        out[f"gap at {decades}"] = (f"{row['relative_gap']:.2%} at log10 𝓛 = "
+                                    f"{row['log10_loss']:.0f}")
+    out["gap at end"] = f"{last['relative_gap']:.2%} at the end"
+    evaluated = board[board["train_acc"] == 1.0]
+    for col in [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
+                and not c.endswith(("_lo", "_hi"))]:
+        rows = evaluated[evaluated[col].notna()].sort_values("epoch")
+        if len(rows) < 2:
+            continue
+        a, b = rows.iloc[0], rows.iloc[-1]
+        out[f"{col}"] = (f"{col} {iv(a[col], a[col + '_lo'], a[col + '_hi'])} at epoch "
+                         f"{int(a['epoch']):,} and {iv(b[col], b[col + '_lo'], b[col + '_hi'])}"
+                         f" at epoch {int(b['epoch']):,}")
+    return out
+
+
+# Which claims each document must quote: (claim maker, name pattern) per document.
+QUOTED = {
+    BOARD / "NOTES.md": [(grid_claims, r".*")],
+    TRAJECTORY / "NOTES.md": [(trajectory_claims, r".*")],
+    ROOT / "README.md": [
+        (trajectory_claims, r"^(depth|margin|growth|decreases|largest decrease|gap at end"
+                            r"|aa_.*L2.*)$"),
+        (grid_claims, r"^.* / matched margin ratio$")],
+}
+
+
+@pytest.mark.parametrize("document", list(QUOTED), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_reading_quotes_the_tables(document: Path) -> None:
+    text = document.read_text(encoding="utf-8")
+    claims = {k: v for make, pattern in QUOTED[document] for k, v in make().items()
+              if re.match(pattern, k)}
+    assert claims, f"no figures to check for {document.name}"
+    missing = {k: v for k, v in claims.items() if v not in text}
+    assert not missing, f"{document.name} does not quote, as the tables give them: {missing}"
+
+
+if __name__ == "__main__":
+    for make in (grid_claims, trajectory_claims):
+        print(f"# {make.__name__}")
+        for name, text in make().items():
+            print(f"{name}: {text}")
