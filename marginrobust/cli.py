@@ -252,7 +252,7 @@ def leaderboard_cmd(runs: tuple[str, ...], out_dir: str, force: bool) -> None:
     """Publish runs (results only, no checkpoints) into OUT/runs and rebuild the leaderboard.
 
     Writes leaderboard.csv, leaderboard.json, links.csv, settings.csv, seeds.csv,
-    matched.csv, pooled.csv, README.md, index.html and plots/ from every run under
+    matched.csv, pooled.csv, depth.csv, README.md, index.html and plots/ from every run under
     OUT/runs. With no RUNS it just rebuilds.
     """
     from .report.publish import update_leaderboard

@@ -86,7 +86,9 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     (:func:`~marginrobust.report.links.link_statistics`), ``seeds.csv`` (means across seeds,
     :mod:`~marginrobust.report.seeds`), ``matched.csv`` (schedules at equal compute,
     :mod:`~marginrobust.report.compute`), ``pooled.csv`` (margin against training time,
-    :mod:`~marginrobust.report.pooled`), ``settings.csv`` (the attack
+    :mod:`~marginrobust.report.pooled`), ``depth.csv`` (runs trained below 10^-100, per
+    checkpoint against the depth of the loss, :mod:`~marginrobust.report.depth`; a figure
+    each), ``settings.csv`` (the attack
     options behind each ``settings`` id), ``README.md`` (per (dataset, model) compact tables
     and figures, then the seeds, matched-compute, pooled-fit, settings and link tables and
     how the statistics are computed; the text of a hand-written ``NOTES.md``
