@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import HALF_EPS_PREFIX, MEDIAN_PREFIX, RADIUS_PREFIX, SKIPPED, bounds, is_bound
-from .loader import DistanceKey
+from .loader import DistanceKey, pick_distances
 from .series import DistanceTable, known, row_distances
 from .stats import bootstrap_interval, upper_median, wilson_interval
 
@@ -48,11 +48,7 @@ def is_accuracy(column: str) -> bool:
 def _row_radii(radii: RadiusTable, row: Mapping[str, Any], split: str,
                norm: str) -> np.ndarray | None:
     found = radii.get((str(row["run"]), str(row["checkpoint"])), {})
-    n, seed = known(row.get("n")), known(row.get("seed"))
-    exact = found.get((split, norm, n, seed))
-    if exact is None and seed is None:  # arrays stored before settings were
-        return found.get((split, norm, None, None))
-    return exact
+    return pick_distances(found, split, norm, known(row.get("n")), known(row.get("seed")))
 
 
 def _reproduces(arrays: list[np.ndarray], value: float) -> bool:

@@ -13,10 +13,10 @@ Readers stop at nothing silently: a torn last line of ``metrics.jsonl`` or
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -224,15 +224,20 @@ def load_radii(run_dir: str | Path, checkpoint: str) -> dict[DistanceKey, np.nda
             if key.kind == RADIUS and key.method == LIPSCHITZ and key.norm is not None}
 
 
-def pick_distances(found: Mapping[DistanceKey, Distances], split: str, norm: str,
-                   n: int | None, seed: int | None) -> Distances | None:
-    """The distances of one leaderboard row's setting among :func:`load_distances`' result.
+T = TypeVar("T")
+
+
+def pick_distances(found: Mapping[DistanceKey, T], split: str, norm: str,
+                   n: int | None, seed: int | None) -> T | None:
+    """The arrays of one leaderboard row's setting among one checkpoint's per-setting arrays.
 
     Arrays of the row's (n, seed); for a row whose records carry no seed (stored before
-    settings were), the arrays of that time, which carry neither.
+    settings were), the arrays of that time, which carry neither. Serves the distances of
+    :func:`load_distances` and the radii of :func:`load_radii` alike.
 
     Args:
-        found: What :func:`load_distances` gave for the row's checkpoint.
+        found: What :func:`load_distances` (or :func:`load_radii`) gave for the row's
+            checkpoint.
         split, norm: The figure.
         n, seed: The row's settings (None where not recorded, never NaN).
     """
@@ -240,6 +245,18 @@ def pick_distances(found: Mapping[DistanceKey, Distances], split: str, norm: str
     if exact is None and seed is None:
         return found.get((split, norm, None, None))
     return exact
+
+
+def _per_checkpoint(runs: Sequence[RunData], load: Callable[[Path, str], dict[DistanceKey, T]],
+                    ) -> dict[tuple[str, str], dict[DistanceKey, T]]:
+    # ``load`` of every evaluated checkpoint, keyed (run label, checkpoint); empty ones left out.
+    out = {}
+    for run in runs:
+        for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
+            found = load(run.path, checkpoint)
+            if found:
+                out[(run.label, checkpoint)] = found
+    return out
 
 
 def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
@@ -254,13 +271,8 @@ def load_all_distances(runs: Sequence[RunData], minimal: Collection[str],
         ``{(run label, checkpoint): {(split, norm, n, seed): distances}}``, checkpoints without
         distances left out.
     """
-    out = {}
-    for run in runs:
-        for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
-            found = load_distances(run.path, checkpoint, minimal)
-            if found:
-                out[(run.label, checkpoint)] = found
-    return out
+    return _per_checkpoint(runs, lambda path, checkpoint: load_distances(path, checkpoint,
+                                                                          minimal))
 
 
 def load_all_radii(runs: Sequence[RunData],
@@ -274,10 +286,4 @@ def load_all_radii(runs: Sequence[RunData],
         ``{(run label, checkpoint): {(split, norm, n, seed): radii}}``, checkpoints without
         radii left out.
     """
-    out = {}
-    for run in runs:
-        for checkpoint in dict.fromkeys(r["checkpoint"] for r in run.records):
-            found = load_radii(run.path, checkpoint)
-            if found:
-                out[(run.label, checkpoint)] = found
-    return out
+    return _per_checkpoint(runs, load_radii)
