@@ -81,9 +81,12 @@ from .methods import minimal_norm_methods
 SETTINGS_COLUMNS = ("settings", "method", "config")
 NOT_RECORDED = "(not recorded)"
 _EPOCH = re.compile(r"epoch-(\d+)$")
-# ("method norm", config) pairs of the methods whose options vary: what tells two settings
+# Options are per (method, norm): an attack may take an option under one norm only (FMN's
+# warm start is L2 only), and its L2 and Linf records are still one setting.
+OptionKey = tuple[str, str]
+# ((method, norm), config) pairs of the methods whose options vary: what tells two settings
 # apart.
-Signature = tuple[tuple[str, str], ...]
+Signature = tuple[tuple[OptionKey, str], ...]
 
 
 @dataclass
@@ -116,10 +119,8 @@ def settings_id(k: int) -> str:
     return name
 
 
-def _option_key(rec: dict[str, Any]) -> str:
-    # Options are per (method, norm): an attack may take an option under one norm only
-    # (FMN's warm start is L2 only), and its L2 and Linf records are still one setting.
-    return f"{rec['method']} {rec['norm']}"
+def _option_key(rec: dict[str, Any]) -> OptionKey:
+    return rec["method"], rec["norm"]
 
 
 def _groups(runs: Sequence[RunData]) -> list[_Group]:
@@ -130,7 +131,7 @@ def _groups(runs: Sequence[RunData]) -> list[_Group]:
     records were stored), with the figures of the other methods repeated in each. Options
     that differ between norms by design (an option only one norm takes) are one setting.
     """
-    configs: dict[str, set[str]] = defaultdict(set)
+    configs: dict[OptionKey, set[str]] = defaultdict(set)
     for rec in (r for run in runs for r in run.records):
         configs[_option_key(rec)].add(rec["config"])
     varying = sorted(k for k, c in configs.items() if len(c) > 1)
@@ -162,7 +163,7 @@ def _named_options(config: str) -> dict[str, str]:
     return {str(m): canonical_json(o) for m, o in attacks.items()}
 
 
-def _combinations(present: dict[str, list[str]]) -> list[dict[str, str]]:
+def _combinations(present: dict[OptionKey, list[str]]) -> list[dict[OptionKey, str]]:
     """The option sets of the varying (method, norm) keys that make rows, one config each.
 
     Combinations where one method's config names another's options under the same norm
@@ -171,9 +172,9 @@ def _combinations(present: dict[str, list[str]]) -> list[dict[str, str]]:
     """
     every = [dict(zip(present, combo)) for combo in itertools.product(*present.values())]
 
-    def consistent(chosen: dict[str, str]) -> bool:
-        return all(chosen.get(f"{m} {key.split(' ', 1)[1]}", c) == c
-                   for key, config in chosen.items()
+    def consistent(chosen: dict[OptionKey, str]) -> bool:
+        return all(chosen.get((m, norm), c) == c
+                   for (_, norm), config in chosen.items()
                    for m, c in _named_options(config).items())
 
     kept = [c for c in every if consistent(c)]
