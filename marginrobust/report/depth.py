@@ -24,12 +24,11 @@ from matplotlib.figure import Figure
 from .columns import (
     FITTED_LOG10_LOSS,
     MEDIAN_PREFIX,
-    bounds,
     fitted,
     headline_columns,
     is_bound,
 )
-from .plot_base import BAND_ALPHA, save
+from .plot_base import band, save
 from .render import Section, Table
 
 DEEP_LOG10_LOSS = -100.0
@@ -108,10 +107,7 @@ def _figure_lines(ax: Axes, points: pd.DataFrame, columns: list[str], first_colo
         at = -rows["log10_loss"].astype("float64")
         color = f"C{(i + first_color) % 10}"
         ax.plot(at, rows[col].astype("float64"), "-o", ms=4, color=color, label=col)
-        lo, hi = bounds(col)
-        if lo in rows and rows[lo].notna().any():
-            ax.fill_between(at, rows[lo].astype("float64"), rows[hi].astype("float64"),
-                            color=color, alpha=BAND_ALPHA, lw=0)
+        band(ax, at, rows, col, color)
 
 
 def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
