@@ -21,7 +21,8 @@
 #                           network whose torch (CUDA build) is already there: installed
 #                           with pip --no-index --no-deps --target, torch untouched
 #                           (foolbox, eagerpy, pyautoattack, gitpython, gitdb, smmap,
-#                           tabulate: what a typical CUDA image lacks)
+#                           tabulate: what a typical CUDA image lacks); made where
+#                           pip works by `python -m benchmarks.gpu_wheels` (.gpu/whl)
 #   MARGINROBUST_SITE       where those wheels go (default /tmp/marginrobust-site), put on
 #                           PYTHONPATH with the repository itself (no install of the project)
 #   MARGINROBUST_BENCH_OUT  the results file, as --out

@@ -127,3 +127,51 @@ def test_wheels_are_installed_offline_into_their_own_folder(tmp_path):
     empty.mkdir()
     proc = _script("--device", "cpu", "--check", MARGINROBUST_WHEELS=str(empty))
     assert proc.returncode == 2 and "no wheels in" in proc.stderr
+
+
+def test_slimmed_wheel_drops_the_examples_and_still_installs_offline(tmp_path):
+    from benchmarks.gpu_wheels import DROP, download_command, pinned, slim_folder
+
+    path = _wheel(tmp_path / "whl", name="pyautoattack")
+    info = "pyautoattack-0.1.dist-info"
+    # Add the kind of payload the real wheel ships: example weights, listed in RECORD.
+    with zipfile.ZipFile(path) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    files["pyautoattack/examples/model_test.pt"] = b"\0" * 4096
+    files["pyautoattack/examples/tf_model.weight.h5"] = b"\0" * 4096
+    files["pyautoattack/examples/eval.py"] = b"print('kept')\n"
+    files[f"{info}/RECORD"] += b"".join(f"pyautoattack/examples/{n},,\n".encode()
+                                        for n in ("model_test.pt", "tf_model.weight.h5",
+                                                  "eval.py"))
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    mode = path.stat().st_mode & 0o777
+
+    assert slim_folder(path.parent) == {path.name: 2}
+    assert path.stat().st_mode & 0o777 == mode
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        record = zf.read(f"{info}/RECORD").decode()
+    assert "pyautoattack/examples/eval.py" in names and "pyautoattack/__init__.py" in names
+    assert not any(n.endswith((".pt", ".h5")) for n in names)
+    assert ".pt," not in record and ".h5," not in record and "eval.py," in record
+    assert slim_folder(path.parent) == {path.name: 0}  # nothing left to drop: untouched
+
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                           "--no-deps", "--target", str(site), str(path)],
+                          capture_output=True, text=True, env=_env(PIP_NO_INDEX="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert (site / "pyautoattack" / "examples" / "eval.py").exists()
+    assert not (site / "pyautoattack" / "examples" / "model_test.pt").exists()
+
+    # The download: binary wheels for the target Python, no dependencies, at the versions
+    # the suite runs with here.
+    assert "pyautoattack" in DROP
+    specs = pinned()
+    assert any(s.startswith("foolbox==") for s in specs)
+    assert any(s.lower().startswith("gitpython") for s in specs)  # foolbox imports git
+    cmd = download_command(tmp_path, specs, "3.12")
+    assert cmd[cmd.index("--python-version") + 1] == "3.12"
+    assert "--no-deps" in cmd and "--only-binary=:all:" in cmd
