@@ -63,11 +63,23 @@ def preset_for(dataset: str, device: str) -> Preset:
     return PRESETS.get((dataset.split(":")[0], kind), Preset())
 
 
+# What the cuda presets cost, as far as it was measured: once, on one H200, with code older
+# than this version's fused loss (benchmarks/gpu.sh measures the current code; put its
+# seconds here when it has run). Said in --help so nobody starts hours of work unwarned.
+CUDA_COST = (
+    "cuda presets take hours; not yet timed with this version on a GPU\n"
+    "(benchmarks/gpu.sh times them). Measured once on an H200 with earlier code:\n"
+    "cifar10 [cuda] trained at 5.8 s per accepted epoch (about 50 min for 500), and\n"
+    "AutoAttack standard L2 took 45 s for 200 points: about 15 min per checkpoint\n"
+    "at n=1000, 2 norms and 2 splits, so 2 h or more in all."
+)
+
+
 def describe_presets() -> str:
-    """The preset table, for ``--help``."""
+    """The preset table and what the cuda presets cost, for ``--help``."""
     lines = []
     for (name, kind), p in PRESETS.items():
         subset = f"{p.train_subset or 'all'}/{p.test_subset or 'all'}"
         lines.append(f"{name} [{kind}]: {p.model} width {p.width:g}, {p.epochs} epochs, "
                      f"subsets {subset}, n={p.n}, AutoAttack {p.aa_attacks}")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", CUDA_COST])

@@ -33,6 +33,19 @@ def test_presets_cover_datasets_and_devices():
     assert str(default_out(spec)) == "runs/digits-cnn-loss-based-first"
 
 
+def test_bench_help_says_what_the_cuda_presets_cost():
+    from marginrobust.presets import CUDA_COST, describe_presets
+
+    # The cost was measured for the cifar10 cuda preset's sizes: a change of them must
+    # change the sentence too.
+    cifar = PRESETS[("cifar10", "cuda")]
+    assert f"about 50 min for {cifar.epochs})" in CUDA_COST and f"n={cifar.n}" in CUDA_COST
+    assert cifar.aa_attacks == "standard" and "AutoAttack standard" in CUDA_COST
+    assert describe_presets().endswith(CUDA_COST)
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0 and "cuda presets take hours" in result.output
+
+
 def test_data_seed_holds_the_subsets_while_the_seed_changes():
     preset = preset_for("fashion-mnist", "cpu")
     one, _ = spec_from_preset(preset, "fashion-mnist", {"seed": 1, "data_seed": 0})
