@@ -12,6 +12,7 @@ from marginrobust.report.depth import (
     deep_runs,
     depth_plot,
     depth_section,
+    depth_seeds_plot,
     depth_table,
 )
 
@@ -91,6 +92,22 @@ def test_depth_plot_writes_a_png_or_nothing(tmp_path) -> None:
     unfitted = metrics.assign(log10_loss=5.0)
     assert depth_plot(frame, unfitted, tmp_path / "none.png", "t") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_seeds_plot_draws_two_runs_or_nothing(tmp_path) -> None:
+    metrics = _metrics()
+    other = metrics.assign(normalized_margin=metrics["normalized_margin"] * 1.1)
+    frame = pd.concat([_frame(metrics, "deep-s0", [0, 10, 40]),
+                       _frame(other, "deep-s1", [0, 20, 40]).assign(seed=1)])
+    tables = {"deep-s0": metrics, "deep-s1": other}
+    out = depth_seeds_plot(frame, tables, ["deep-s0", "deep-s1"], tmp_path / "s.png", "t")
+    assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # One run with fitted epochs is not a comparison of seeds: nothing is written.
+    unfitted = {"deep-s0": metrics, "deep-s1": other.assign(log10_loss=5.0)}
+    assert depth_seeds_plot(frame, unfitted, ["deep-s0", "deep-s1"], tmp_path / "n.png",
+                            "t") is None
+    assert depth_seeds_plot(frame, tables, ["deep-s0"], tmp_path / "n.png", "t") is None
+    assert not (tmp_path / "n.png").exists()
 
 
 @pytest.mark.parametrize("dips", [(), (12, 13, 30)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +19,8 @@ from ..io import atomic_write_text
 from .attack_sets import setting_texts
 from .columns import slug
 from .compute import matched_table
-from .configs import run_configs
-from .depth import deep_runs, depth_plot, depth_section, depth_table
+from .configs import RunConfig, run_configs
+from .depth import deep_runs, depth_plot, depth_section, depth_seeds_plot, depth_table
 from .formatting import json_records
 from .guard import check_board_folder, finish_board
 from .intervals import with_intervals
@@ -62,14 +62,29 @@ def _present(section: Section | None) -> list[Section]:
 
 
 def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_dir: Path,
-                 titles: dict[tuple[str, str], str]) -> list[Path]:
-    # One figure per deep run (marginrobust.report.depth), named after the run.
+                 titles: dict[tuple[str, str], str],
+                 configs: Mapping[str, RunConfig]) -> list[Path]:
+    # One figure per deep run (marginrobust.report.depth), named after the run; then one
+    # per configuration with several deep seeds, named after its first run.
     out = []
+    seeds: dict[str, list[str]] = {}
     for run in deep_runs(frame):
         rows = frame[frame["run"] == run]
         key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
         title = f"{titles.get(key, ' · '.join(key))} — {run}"
         path = depth_plot(rows, metrics[run], plots_dir / f"{slug(run)}_depth.png", title)
+        if path is not None:
+            out.append(path)
+        if run in configs:
+            seeds.setdefault(configs[run].config, []).append(run)
+    for runs in seeds.values():
+        if len(runs) < 2:
+            continue
+        rows = frame[frame["run"].isin(runs)]
+        key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
+        title = f"{titles.get(key, ' · '.join(key))} — {configs[runs[0]].description}"
+        path = depth_seeds_plot(rows, metrics, runs,
+                                plots_dir / f"{slug(runs[0])}_depth_seeds.png", title)
         if path is not None:
             out.append(path)
     return out
@@ -127,7 +142,7 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles, seeds)
     depth = depth_table(frame, metrics)
-    depth_pngs = _depth_plots(frame, metrics, out / PLOTS_DIR, titles)
+    depth_pngs = _depth_plots(frame, metrics, out / PLOTS_DIR, titles, configs)
     words = setting_texts(tables.settings, minimal)
     sections = [*group_sections(frame, plots, out, words, titles),
                 *figure_sections(seeds, matched, pooled, words),

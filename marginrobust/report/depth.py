@@ -172,6 +172,65 @@ def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
     return save(fig, out_png)
 
 
+def depth_seeds_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
+                     runs: list[str], out_png: str | Path, title: str) -> Path | None:
+    """Several deep runs of one configuration (its seeds) drawn over each other.
+
+    Three panels against −log10 𝓛: γ̄ along every logged epoch of each run; the
+    AutoAttack headline accuracies at each run's checkpoints; the median distances. Colour
+    is the figure (split and norm), the line style and marker the run, bands the intervals:
+    where two seeds' bands overlap, the seed-to-seed spread is inside the evaluation's own.
+
+    Args:
+        frame: Leaderboard rows of the runs (every evaluation setting).
+        metrics: Per run, its metric rows (one per accepted epoch).
+        runs: The runs to draw, in order (their labels).
+        out_png: Where to write the PNG.
+        title: The figure's title.
+
+    Returns:
+        The PNG, or None (nothing written) when fewer than two runs have fitted epochs.
+    """
+    logged = {run: _fitted_epochs(metrics[run]) for run in runs if run in metrics}
+    logged = {run: rows for run, rows in logged.items() if not rows.empty}
+    if len(logged) < 2:
+        return None
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    fig = Figure(figsize=(15, 4.8))
+    ax_m, ax_acc, ax_dist = fig.subplots(1, 3)
+    for i, (run, rows) in enumerate(logged.items()):
+        ls, marker = styles[i % len(styles)]
+        ax_m.plot(-rows["log10_loss"].astype("float64"), rows[GAMMA].astype("float64"),
+                  ls=ls, lw=1.3, color=f"C{i}", label=run)
+        points = frame[(frame["run"] == run) & fitted(frame)].sort_values("epoch",
+                                                                          kind="stable")
+        present = [c for c in points.columns if points[c].notna().any()]
+        dist_cols = [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
+        for ax, cols, first in ((ax_acc, headline_columns(present), 0), (ax_dist, dist_cols, 4)):
+            for j, col in enumerate(cols):
+                have = points[points[col].notna()]
+                at = -have["log10_loss"].astype("float64")
+                color = f"C{(j + first) % 10}"
+                ax.plot(at, have[col].astype("float64"), ls=ls, marker=marker, ms=4,
+                        color=color, label=f"{col} · {run}")
+                band(ax, at, have, col, color)
+    ax_m.set_ylabel(r"normalized margin $\bar\gamma$")
+    ax_m.set_title(r"$\bar\gamma$ per seed", fontsize=10)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set_ylabel("AutoAttack robust accuracy")
+    ax_acc.set_title("robust accuracy (bands: 95 % Wilson)", fontsize=10)
+    ax_dist.set_ylabel("median minimal adversarial distance")
+    ax_dist.set_title("median distances (bands: 95 % bootstrap)", fontsize=10)
+    for ax in (ax_m, ax_acc, ax_dist):
+        ax.set_xlabel(r"decades of training loss, $-\log_{10}\mathcal{L}$")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: {len(logged)} seeds against the depth of the training loss")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return save(fig, out_png)
+
+
 def depth_section(table: pd.DataFrame, plots: list[str]) -> Section | None:
     """The board's section on deep trajectories, or None when no run is deep.
 
