@@ -33,7 +33,7 @@ def test_presets_cover_datasets_and_devices():
     assert str(default_out(spec)) == "runs/digits-cnn-loss-based-first"
 
 
-def test_bench_help_says_what_the_cuda_presets_cost():
+def test_bench_help_says_what_the_gpu_presets_cost():
     from marginrobust.presets import CUDA_COST, describe_presets
 
     # The cost was measured for the cifar10 cuda preset's sizes: a change of them must
