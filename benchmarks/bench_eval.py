@@ -39,7 +39,16 @@ from marginrobust import Evaluator, ThreatModel
 from marginrobust.evaluate.attacks import _L2FMN, LogitScaled, logit_scale
 from marginrobust.precision import measurement_precision
 
-from .common import Row, dry_run, fmt_s, interleave, reps_for, row, trained_digits_mlp
+from .common import (
+    Row,
+    dry_run,
+    fmt_s,
+    interleave,
+    reps_for,
+    row,
+    trained_digits,
+    trained_digits_mlp,
+)
 
 TARGET = 1.05
 EPS = {"Linf": 0.05, "L2": 0.5}
@@ -111,11 +120,55 @@ def run(quick: bool = False, n: int = 200, device: str = "cpu", tiny: bool = Fal
     with measurement_precision(), dry_run(tiny):
         rows = _rows(quick, 20 if tiny else 1000, device, whole_batch=True,
                      epochs=3 if tiny else 15)
+        for family in ("mlp", "cnn"):
+            # 500 points: enough to see a difference, cheap beside the timed rows.
+            rows.append(_repeatability(family, 20 if tiny else 500, device,
+                                       epochs=3 if tiny else 15))
     for r in rows:
         r["benchmark"] += f" [{device}{', dry run' if tiny else ''}]"
         if tiny:
             r["ok"] = None
     return rows
+
+
+def _repeatability(family: str, n: int, device: str, epochs: int) -> Row:
+    """Two seeded evaluations of the same model and points: are their arrays identical?
+
+    Seeded is not the same as reproducible on a GPU (atomic adds in cuDNN's backward passes
+    may reorder sums); this measures it for AutoAttack and FMN under both norms and the
+    certificates, every per-point array compared (timings left out), for the digits MLP
+    (cuBLAS only) and the paper's CNN (cuDNN convolutions too).
+    """
+    model, data = trained_digits(family, epochs)
+    x, y = correct_points(model, data.x_train, data.y_train, n)
+    model = model.to(device)
+    x, y = x.to(device), y.to(device)
+    n = len(y)
+    ev = Evaluator(threats=[ThreatModel("L2", (EPS["L2"],)), ThreatModel("Linf", (EPS["Linf"],))],
+                   attacks=("autoattack", "fmn"), certify=True, n=n, seed=0, device=device,
+                   attack_options={"autoattack": {**AA_OPTIONS, "batch_size": n},
+                                   "fmn": {**FMN_OPTIONS, "batch_size": n}})
+    one, two = (ev.evaluate(model, x, y, "train") for _ in range(2))
+    keys = [k for k in one.arrays if k.kind != "seconds"]
+    same = [k for k in keys if np.array_equal(one.arrays[k], two.arrays[k], equal_nan=True)]
+    largest, flipped = 0.0, 0
+    for k in keys:
+        a, b = (r.arrays[k].astype("float64") for r in (one, two))
+        # An infinite distance is a point the attack did not break: a point broken in
+        # one run only is counted, not differenced.
+        flipped += int((np.isfinite(a) != np.isfinite(b)).sum())
+        both = np.isfinite(a) & np.isfinite(b)
+        if both.any():
+            largest = max(largest, float(np.abs(a[both] - b[both]).max()))
+    accs = [(a.method, a.norm, a.robust_acc, b.robust_acc)
+            for a, b in zip(one.records, two.records)]
+    acc_same = all(a == b for *_, a, b in accs)
+    return row(f"eval repeatability: AutoAttack + FMN + certificates, L2 and Linf "
+               f"({family} digits, N={n})",
+               "largest per-point difference between two seeded runs", largest, "info", None,
+               f"{len(same)} of {len(keys)} per-point arrays bit-identical; {flipped} "
+               f"points broken in one run only; robust accuracies "
+               f"{'equal' if acc_same else 'DIFFERENT'} ({len(accs)} records)")
 
 
 def _rows(quick: bool, n: int, device: str = "cpu", whole_batch: bool = False,
