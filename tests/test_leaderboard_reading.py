@@ -101,9 +101,50 @@ def grid_claims() -> dict[str, str]:
 
 
 def trajectory_claims() -> dict[str, str]:
-    """Phrases of the deep trajectory's reading."""
+    """Phrases of the deep trajectories' reading, per run (``digits-cnn-deep-s0 / depth``)."""
+    depth_all = _csv(TRAJECTORY, "depth.csv")
+    board_all = _csv(TRAJECTORY, "leaderboard.csv")
+    out: dict[str, str] = {}
+    for run, depth in depth_all.groupby("run"):
+        out.update({f"{run} / {k}": v for k, v in
+                    _run_claims(depth.sort_values("epoch"),
+                                board_all[board_all["run"] == run]).items()})
+    return out
+
+
+def seed_claims() -> dict[str, str]:
+    """Phrases comparing the deep seeds at their last checkpoints (same points, same depth)."""
     depth = _csv(TRAJECTORY, "depth.csv").sort_values("epoch")
     board = _csv(TRAJECTORY, "leaderboard.csv")
+    last = depth.groupby("run").tail(1).sort_values("run")
+    if len(last) < 2:
+        return {}
+    margins = last["normalized_margin"].to_numpy()
+    out = {"seeds": f"{len(last)} seeds",
+           "final margins": ("γ̄ = " + " and ".join(f"{m:.4g}" for m in margins)
+                             + f" ({margins.max() / margins.min() - 1:.1%} apart)")}
+    ends = board.merge(last[["run", "checkpoint"]], on=["run", "checkpoint"])
+    gaps: dict[str, float] = {"aa": 0.0, "median_dist": 0.0}
+    overlap = True
+    for col in [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
+                and not c.endswith(("_lo", "_hi"))]:
+        rows = ends[ends[col].notna()]
+        if len(rows) < 2:
+            continue
+        kind = "aa" if col.startswith("aa_") else "median_dist"
+        spread = rows[col].max() - rows[col].min()
+        gaps[kind] = max(gaps[kind], spread if kind == "aa" else
+                         100 * (rows[col].max() / rows[col].min() - 1))
+        overlap &= bool(rows[col + "_lo"].max() <= rows[col + "_hi"].min())
+    out["final robustness"] = (f"the seeds' final robust accuracies differ by at most "
+                               f"{gaps['aa']:.3f} and their median distances by at most "
+                               f"{gaps['median_dist']:.1f} %")
+    out["final overlap"] = ("every final figure's intervals overlap across the seeds"
+                            if overlap else "some final figure's intervals do not overlap")
+    return out
+
+
+def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
     last = depth.iloc[-1]
     fitted = depth[depth["normalized_margin"] > 0]
     first = fitted.iloc[0]
@@ -125,7 +166,13 @@ def trajectory_claims() -> dict[str, str]:
         out[f"gap at {decades}"] = (f"{row['relative_gap']:.2%} at log10 𝓛 = "
                                     f"{row['log10_loss']:.0f}")
     out["gap at end"] = f"{last['relative_gap']:.2%} at the end"
+    rises = fitted["normalized_margin"].diff().dropna()
+    out["monotone"] = ("it rose at every evaluated checkpoint" if (rises > 0).all() else
+                       f"it fell at {int((rises <= 0).sum())} of {len(rises)} evaluated "
+                       "checkpoints")
     evaluated = board[board["train_acc"] == 1.0]
+    changes: dict[str, list[float]] = {"aa": [], "median_dist": []}
+    inside, overlap, outside = True, True, []
     for col in [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
                 and not c.endswith(("_lo", "_hi"))]:
         rows = evaluated[evaluated[col].notna()].sort_values("epoch")
@@ -135,16 +182,32 @@ def trajectory_claims() -> dict[str, str]:
         out[f"{col}"] = (f"{col} {iv(a[col], a[col + '_lo'], a[col + '_hi'])} at epoch "
                          f"{int(a['epoch']):,} and {iv(b[col], b[col + '_lo'], b[col + '_hi'])}"
                          f" at epoch {int(b['epoch']):,}")
+        kind = "aa" if col.startswith("aa_") else "median_dist"
+        changes[kind].append(b[col] - a[col] if kind == "aa" else 100 * (b[col] / a[col] - 1))
+        ends = bool(a[col + "_lo"] <= b[col] <= a[col + "_hi"]
+                    and b[col + "_lo"] <= a[col] <= b[col + "_hi"])
+        inside &= ends
+        outside += [] if ends else [col]
+        overlap &= bool(a[col + "_lo"] <= b[col + "_hi"] and b[col + "_lo"] <= a[col + "_hi"])
+    if changes["aa"] and changes["median_dist"]:
+        aa, dist = sorted(changes["aa"]), sorted(changes["median_dist"])
+        out["changes"] = (f"the robust accuracies changed by {aa[0]:+.3f} to {aa[-1]:+.3f} and "
+                          f"the median distances by {dist[0]:+.1f} % to {dist[-1]:+.1f} %")
+        out["inside"] = ("each end inside the other's interval" if inside else
+                         "outside the other's interval: " + ", ".join(outside))
+        out["overlap"] = ("the two intervals of every figure overlap" if overlap else
+                          "the two intervals of some figure do not overlap")
     return out
 
 
 # Which claims each document must quote: (claim maker, name pattern) per document.
 QUOTED = {
     BOARD / "NOTES.md": [(grid_claims, r".*")],
-    TRAJECTORY / "NOTES.md": [(trajectory_claims, r".*")],
+    TRAJECTORY / "NOTES.md": [(trajectory_claims, r".*"), (seed_claims, r".*")],
     ROOT / "README.md": [
-        (trajectory_claims, r"^(depth|margin|growth|decreases|largest decrease|gap at end"
-                            r"|aa_.*L2.*)$"),
+        (trajectory_claims, r"^digits-cnn-deep-s[01] / (depth|margin|growth|decreases"
+                            r"|largest decrease|gap at end|aa_.*L2.*)$"),
+        (seed_claims, r"^final (margins|robustness)$"),
         (grid_claims, r"^.* / matched margin ratio$")],
 }
 
@@ -160,7 +223,7 @@ def test_reading_quotes_the_tables(document: Path) -> None:
 
 
 if __name__ == "__main__":
-    for make in (grid_claims, trajectory_claims):
+    for make in (grid_claims, trajectory_claims, seed_claims):
         print(f"# {make.__name__}")
         for name, text in make().items():
             print(f"{name}: {text}")

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Evaluate every checkpoint of the deep trajectory and rebuild this board from it. The run
-# folder keeps its checkpoints (to be evaluated again or trained deeper); rerunning skips
-# what is already evaluated.
+# Evaluate every checkpoint of the deep trajectories and rebuild this board from them. The
+# run folders keep their checkpoints (to be evaluated again or trained deeper); rerunning
+# skips what is already evaluated.
+#
+# Usage: bash leaderboard/trajectory/evaluate.sh [RUN_DIR ...]   (default: every run here)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-run=leaderboard/trajectory/runs/digits-cnn-deep-s0
-# All 450 test points and 500 training points, the grid's attacks and budgets.
-OMP_NUM_THREADS=1 marginrobust eval "$run" --device cpu --quiet --attacks autoattack,fmn \
-  --aa-attacks apgd-ce,apgd-t --norms L2,Linf --eps-l2 0.5 --eps-linf 0.1 --n 500 --eval-seed 0
+if [ $# -eq 0 ]; then
+  set -- leaderboard/trajectory/runs/*/
+fi
+for run in "$@"; do
+  # All 450 test points and 500 training points, the grid's attacks and budgets; the
+  # points depend only on the data split and --eval-seed, so every seed gets the same ones.
+  OMP_NUM_THREADS=1 marginrobust eval "$run" --device cpu --quiet --attacks autoattack,fmn \
+    --aa-attacks apgd-ce,apgd-t --norms L2,Linf --eps-l2 0.5 --eps-linf 0.1 --n 500 \
+    --eval-seed 0
+done
 marginrobust leaderboard --out leaderboard/trajectory --force
