@@ -112,6 +112,12 @@ def trajectory_claims() -> dict[str, str]:
     return out
 
 
+def _robust_columns(board: pd.DataFrame) -> list[str]:
+    """The AutoAttack accuracy and median-distance columns (not their interval bounds)."""
+    return [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
+            and not c.endswith(("_lo", "_hi"))]
+
+
 def seed_claims() -> dict[str, str]:
     """Phrases comparing the deep seeds at their last checkpoints (same points, same depth)."""
     depth = _csv(TRAJECTORY, "depth.csv").sort_values("epoch")
@@ -126,8 +132,7 @@ def seed_claims() -> dict[str, str]:
     ends = board.merge(last[["run", "checkpoint"]], on=["run", "checkpoint"])
     gaps: dict[str, float] = {"aa": 0.0, "median_dist": 0.0}
     overlap = True
-    for col in [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
-                and not c.endswith(("_lo", "_hi"))]:
+    for col in _robust_columns(board):
         rows = ends[ends[col].notna()]
         if len(rows) < 2:
             continue
@@ -173,8 +178,7 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
     evaluated = board[board["train_acc"] == 1.0]
     changes: dict[str, list[float]] = {"aa": [], "median_dist": []}
     inside, overlap, outside = True, True, []
-    for col in [c for c in board.columns if re.match(r"^(aa|median_dist)_(train|test)_", c)
-                and not c.endswith(("_lo", "_hi"))]:
+    for col in _robust_columns(board):
         rows = evaluated[evaluated[col].notna()].sort_values("epoch")
         if len(rows) < 2:
             continue

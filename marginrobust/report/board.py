@@ -66,13 +66,16 @@ def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_di
                  configs: Mapping[str, RunConfig]) -> list[Path]:
     # One figure per deep run (marginrobust.report.depth), named after the run; then one
     # per configuration with several deep seeds, named after its first run.
+    def group(rows: pd.DataFrame) -> str:
+        key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
+        return titles.get(key, " · ".join(key))
+
     out = []
     seeds: dict[str, list[str]] = {}
     for run in deep_runs(frame):
         rows = frame[frame["run"] == run]
-        key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
-        title = f"{titles.get(key, ' · '.join(key))} — {run}"
-        path = depth_plot(rows, metrics[run], plots_dir / f"{slug(run)}_depth.png", title)
+        path = depth_plot(rows, metrics[run], plots_dir / f"{slug(run)}_depth.png",
+                          f"{group(rows)} — {run}")
         if path is not None:
             out.append(path)
         if run in configs:
@@ -81,10 +84,9 @@ def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_di
         if len(runs) < 2:
             continue
         rows = frame[frame["run"].isin(runs)]
-        key = (str(rows["dataset"].iloc[0]), str(rows["model"].iloc[0]))
-        title = f"{titles.get(key, ' · '.join(key))} — {configs[runs[0]].description}"
         path = depth_seeds_plot(rows, metrics, runs,
-                                plots_dir / f"{slug(runs[0])}_depth_seeds.png", title)
+                                plots_dir / f"{slug(runs[0])}_depth_seeds.png",
+                                f"{group(rows)} — {configs[runs[0]].description}")
         if path is not None:
             out.append(path)
     return out

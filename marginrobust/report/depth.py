@@ -100,14 +100,23 @@ def depth_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame]) -> pd.
     return out
 
 
-def _figure_lines(ax: Axes, points: pd.DataFrame, columns: list[str], first_color: int) -> None:
-    # One line per figure through the checkpoints that have it, with its interval as a band.
+def _figure_lines(ax: Axes, points: pd.DataFrame, columns: list[str], first_color: int,
+                  style: tuple[str, str] = ("-", "o"), run: str | None = None) -> None:
+    # One line per figure through the checkpoints that have it, with its interval as a band;
+    # ``style`` (line style, marker) and ``run`` (in the label) tell the runs of one axis apart.
+    ls, marker = style
     for i, col in enumerate(columns):
         rows = points[points[col].notna()]
         at = -rows["log10_loss"].astype("float64")
         color = f"C{(i + first_color) % 10}"
-        ax.plot(at, rows[col].astype("float64"), "-o", ms=4, color=color, label=col)
+        ax.plot(at, rows[col].astype("float64"), ls=ls, marker=marker, ms=4, color=color,
+                label=col if run is None else f"{col} · {run}")
         band(ax, at, rows, col, color)
+
+
+def _distance_columns(present: list[str]) -> list[str]:
+    """The median-distance columns among ``present`` (not their interval bounds)."""
+    return [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
 
 
 def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
@@ -155,8 +164,7 @@ def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("AutoAttack robust accuracy")
     ax_acc.set_title("robust accuracy (bands: 95 % Wilson)", fontsize=10)
-    dist_cols = [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
-    _figure_lines(ax_dist, points, dist_cols, 4)
+    _figure_lines(ax_dist, points, _distance_columns(present), 4)
     ax_dist.set_ylabel("median minimal adversarial distance")
     ax_dist.set_title("median distances (bands: 95 % bootstrap)", fontsize=10)
     for ax in (ax_acc, ax_dist):
@@ -205,15 +213,8 @@ def depth_seeds_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         points = frame[(frame["run"] == run) & fitted(frame)].sort_values("epoch",
                                                                           kind="stable")
         present = [c for c in points.columns if points[c].notna().any()]
-        dist_cols = [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
-        for ax, cols, first in ((ax_acc, headline_columns(present), 0), (ax_dist, dist_cols, 4)):
-            for j, col in enumerate(cols):
-                have = points[points[col].notna()]
-                at = -have["log10_loss"].astype("float64")
-                color = f"C{(j + first) % 10}"
-                ax.plot(at, have[col].astype("float64"), ls=ls, marker=marker, ms=4,
-                        color=color, label=f"{col} · {run}")
-                band(ax, at, have, col, color)
+        _figure_lines(ax_acc, points, headline_columns(present), 0, (ls, marker), run)
+        _figure_lines(ax_dist, points, _distance_columns(present), 4, (ls, marker), run)
     ax_m.set_ylabel(r"normalized margin $\bar\gamma$")
     ax_m.set_title(r"$\bar\gamma$ per seed", fontsize=10)
     # Not [0, 1] as on the one-run figure: the spread between seeds is the point here.
