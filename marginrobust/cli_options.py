@@ -16,7 +16,7 @@ from .errors import UserError
 
 # The names of marginrobust.train.schedules.SCHEDULES, spelled out so that parsing the
 # command line imports no torch (a test checks the two lists agree).
-SCHEDULE_NAMES = ("loss-based", "loss-based-capped", "constant")
+SCHEDULE_NAMES = ("loss-based", "loss-based-capped", "loss-based-fast", "constant")
 SPLIT_HELP = "Comma-separated splits: test, train or test,train."
 
 
@@ -154,7 +154,8 @@ def train_options(preset: bool = False) -> list[Any]:
         _opt("--schedule", default="loss-based", preset=preset,
              type=click.Choice(list(SCHEDULE_NAMES)),
              help="Paper's loss-based rate with rollback; the same with alpha capped below "
-                  "its last rollback (fewer wasted epochs); or constant."),
+                  "its last rollback (fewer wasted epochs); the same judged every few "
+                  "steps, rolling back only those (loss-based-fast); or constant."),
         click.option("--lr", type=POSITIVE, default=None,
                      help="alpha_0 for loss-based [0.1]; the rate for constant [0.01]."),
         _opt("--train-subset", preset=preset, type=click.IntRange(min=1),
