@@ -19,7 +19,8 @@ from .schedules import SCHEDULES
 
 __all__ = ["DEFAULT_LR", "TrainConfig"]
 
-DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "constant": 0.01}
+DEFAULT_LR = {"loss-based": 0.1, "loss-based-capped": 0.1, "loss-based-fast": 0.1,
+              "constant": 0.01}
 
 
 @dataclass
@@ -30,8 +31,9 @@ class TrainConfig:
         epochs: Accepted epochs to train (rolled-back attempts do not count).
         batch_size: Mini-batch size; 0 means full batch (paper: 100).
         schedule: ``loss-based`` (paper's, with rollback), ``loss-based-capped`` (the same
-            rate with α capped below its last rollback: fewer wasted epochs) or
-            ``constant``.
+            rate with α capped below its last rollback: fewer wasted epochs),
+            ``loss-based-fast`` (the same rate judged every few steps, rolling back only
+            those steps) or ``constant``.
         lr: α_0 for ``loss-based`` (paper: 0.1), η for ``constant`` (paper: 0.01 MNIST,
             0.1 CIFAR-10); None picks those defaults.
         lr_up: α factor after an accepted epoch (paper: 2^{1/5}).
