@@ -26,6 +26,7 @@ from .cli_options import (
     parse_epoch_list,
     parse_kwargs,
     report_flags,
+    resume_overrides,
     summary_table,
     train_options,
 )
@@ -79,7 +80,10 @@ def datasets_cmd() -> None:
               help="Start from this checkpoint's weights.")
 @click.option("--scale", type=POSITIVE, default=None,
               help="Multiply all parameters by this factor before training.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out where it stopped. It may change only --epochs, "
+                   "--max-minutes, --target-log10-loss and --device; any other option that "
+                   "contradicts the stored run is refused.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], dataset: str,
               data_dir: str | None, out: str, epochs: int | None, batch_size: int, schedule: str,
@@ -94,8 +98,7 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
     from .train.run import RunSpec, train_run
 
     if resume:
-        overrides = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes),
-                                       ("target_log10_loss", target_log10_loss)) if v is not None}
+        overrides = resume_overrides(click.get_current_context(), out)
         trainer = train_run(out, resume=True, overrides=overrides, progress=not quiet)
     else:
         config = TrainConfig(epochs=100 if epochs is None else epochs, batch_size=batch_size,

@@ -6,8 +6,10 @@ Only click and the package's torch-free modules are imported here, like in ``cli
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from typing import Any
 
 import click
@@ -20,15 +22,55 @@ SCHEDULE_NAMES = ("loss-based", "loss-based-capped", "loss-based-fast", "constan
 SPLIT_HELP = "Comma-separated splits: test, train or test,train."
 
 
+# OS faults that a user can mend (space, quota, permissions): one sentence and exit 1.
+_FAULT_ADVICE = {
+    errno.ENOSPC: "free some space and rerun the same command to continue",
+    errno.EDQUOT: "free some space (or raise the quota) and rerun the same command to continue",
+    errno.EROFS: "the file system is read-only; use a writable folder",
+    errno.EACCES: "you may not write there; fix its permissions or use another folder",
+    errno.EPERM: "you may not write there; fix its permissions or use another folder",
+}
+FAULT_EXIT = 1
+
+
+def fault_sentence(exc: OSError) -> str | None:
+    """One sentence for an OS fault a user can mend (None for any other error)."""
+    advice = _FAULT_ADVICE.get(exc.errno or -1)
+    if advice is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return (f"could not write{where}: {exc.strerror or os.strerror(exc.errno or 0)}; "
+            f"{advice} (every file written before is complete)")
+
+
 class CliGroup(click.Group):
-    """Turns a :class:`UserError` into one sentence on stderr and exit code 2."""
+    """Turns failures a user can act on into one sentence: a :class:`UserError` exits 2,
+    an OS fault while writing (full disk, read-only folder) exits 1, and a stop signal
+    (Ctrl-C, SIGTERM) says where the command stopped and exits 130 or 143."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from . import stopping
+
+        previous = stopping.install()
+        stopping.note("")
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            sentence = fault_sentence(exc)
+            if sentence is None:
+                raise
+            click.echo(f"Error: {sentence}", err=True)
+            ctx.exit(FAULT_EXIT)
+        except stopping.Stopped as exc:
+            at = stopping.where()
+            click.echo(f"Stopped by {exc}{' ' + at if at else ''}; rerun the same command "
+                       "to continue where it stopped.", err=True)
+            ctx.exit(exc.exit_code)
+        finally:
+            stopping.restore(previous)
 
 
 class FiniteFloat(click.ParamType):
@@ -282,3 +324,70 @@ def report_flags(records: list[Any]) -> None:
     for reason in sorted({r.skipped for r in records if getattr(r, "skipped", None)}):
         click.echo(f"skipped: {reason}", err=True)
 
+
+
+# ``train --resume``: where each option of ``train`` lives in a stored run spec. Options
+# not listed here (and not in RESUME_OPTIONS) describe nothing of the run.
+_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "model": ("model",), "dataset": ("dataset",), "data_dir": ("data_dir",),
+    "train_subset": ("train_subset",), "test_subset": ("test_subset",),
+    "seed": ("init_seed",), "data_seed": ("data_seed",),
+    "checkpoint_decades": ("checkpoint_decades",), "checkpoint_epochs": ("checkpoint_epochs",),
+    "init_from": ("init_from",), "scale": ("scale",),
+    "batch_size": ("train", "batch_size"), "schedule": ("train", "schedule"),
+    "lr": ("train", "lr"), "explode_ratio": ("train", "explode_ratio"),
+    "precision": ("train", "precision"), "deterministic": ("train", "deterministic"),
+}
+# Options that ``--resume`` takes: how long and where the run goes on, and how it shows.
+RESUME_OPTIONS = ("epochs", "max_minutes", "target_log10_loss", "device")
+
+
+def resume_overrides(ctx: click.Context, out: str) -> dict[str, Any]:
+    """The TrainConfig changes that ``train --resume`` was given, after refusing every
+    option given on the command line that contradicts the stored run.
+
+    Args:
+        ctx: The ``train`` command's context (its parameters and where each came from).
+        out: The run folder.
+
+    Raises:
+        UserError: An option contradicts ``run.json``, or there is no run to resume.
+    """
+    from .io import read_run_json
+
+    stored = read_run_json(out)
+    if stored is None:
+        raise UserError(f"nothing to resume: {out} holds no run.json")
+    run = stored["run"]
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)}
+    p = ctx.params
+    wanted: dict[str, Any] = {}
+    for name in given & set(_SPEC_PATHS):
+        value = p[name]
+        if name == "checkpoint_epochs":
+            value = parse_epoch_list(value)
+        wanted[name] = value
+    if given & {"bias", "width", "model_opts"}:
+        kwargs = model_kwargs(run["model"] if "model" not in given else p["model"],
+                              p["bias"], p["width"], p["model_opts"])
+        keys = ({"bias"} & given) | ({"width"} & given) | set(parse_kwargs(p["model_opts"]))
+        for key in sorted(keys):
+            if kwargs.get(key) != run["model_kwargs"].get(key):
+                raise UserError(_contradiction(f"model option {key}={kwargs.get(key)!r}",
+                                               run["model_kwargs"].get(key), out))
+    for name, value in wanted.items():
+        path = _SPEC_PATHS[name]
+        have = run[path[0]] if len(path) == 1 else run[path[0]][path[1]]
+        if value != have:
+            option = "--" + name.replace("_", "-")
+            raise UserError(_contradiction(f"{option} {value}", have, out))
+    return {name: p[name] for name in RESUME_OPTIONS if name in given}
+
+
+def _contradiction(option: str, stored: Any, out: str) -> str:
+    may = ", ".join("--" + o.replace("_", "-") for o in RESUME_OPTIONS)
+    return (f"{option} contradicts the run in {out} (it has {stored!r}); --resume continues "
+            f"the stored run and may change only {may}; drop the option, or train a new run "
+            "with another --out")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import UserError
+from .stopping import critical
 
 if TYPE_CHECKING:
     import torch
@@ -48,20 +49,24 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     file is renamed over ``path`` (an atomic rename on POSIX and Windows). The file gets
     the permissions of the user's umask, like any file Python opens (``mkstemp`` alone
     would leave 0600, which hides a published leaderboard from a web server).
+
+    A stop signal (:mod:`.stopping`) arriving meanwhile is raised once the file is
+    complete; a failed write (a full disk) leaves the old file and no temporary one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with critical():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -116,14 +121,26 @@ def append_lines(path: str | Path, lines: Iterable[str]) -> None:
     with the umask's permissions if absent.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repair_torn_tail(path)
     text = "".join(line + "\n" for line in lines)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    with os.fdopen(fd, "a") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with critical():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            data = memoryview(text.encode())
+            try:
+                # Unbuffered, so that nothing is left to flush after a failure.
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError:
+                # A full disk may have taken part of the lines: cut them all off again,
+                # so the file holds what it held before (truncating needs no space).
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
 
 def read_jsonl(path: str | Path, on_corrupt: str = "error") -> list[dict[str, Any]]:

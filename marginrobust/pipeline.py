@@ -12,11 +12,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from . import runlock
 from .errors import UserError
 from .io import resolve_device
 from .presets import Preset
 from .train.config import TrainConfig
-from .train.run import RunSpec, read_run, train_run
+from .train.run import RunSpec, comparable, read_run, train_run
 
 
 def default_out(spec: RunSpec) -> Path:
@@ -28,16 +29,6 @@ def default_out(spec: RunSpec) -> Path:
         dataset = f"{kind}-{stem}"
     name = f"{dataset}-{spec.model}-{spec.train.schedule}-{spec.model_kwargs.get('bias', 'na')}"
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    """A run spec without the fields that may change between reruns of one bench."""
-    d = dict(d)
-    train = dict(d.pop("train"))
-    for key in ("epochs", "max_minutes", "device", "target_log10_loss"):
-        train.pop(key, None)
-    d["train"] = train
-    return d
 
 
 def train_stage(out: Path, spec: RunSpec, progress: bool = False) -> str:
@@ -71,7 +62,7 @@ def _train_decision(out: Path, spec: RunSpec) -> str:
         return f"error: {exc}"
     if stored is None:
         return "trained"
-    if _comparable(stored["run"]) != _comparable(spec.to_dict()):
+    if comparable(stored["run"]) != comparable(spec.to_dict()):
         return f"error: {out} holds a different run; choose another --out or remove it"
     if stored.get("stopped") and stored["run"]["train"]["epochs"] >= spec.train.epochs:
         return "already trained"
@@ -97,11 +88,21 @@ def bench(spec: RunSpec, evaluator: Any, out: Path | None = None,
         ``{"out": run dir, "train": stage outcome, "records": eval records,
         "leaderboard": written files or None}``.
     """
+    out = Path(out) if out is not None else default_out(spec)
+    # One lock over the three stages, so no other writer slips in between them.
+    with runlock.hold(out):
+        return _bench_locked(spec, evaluator, out, leaderboard_dir, splits, progress, log,
+                             force)
+
+
+def _bench_locked(spec: RunSpec, evaluator: Any, out: Path, leaderboard_dir: Path | None,
+                  splits: tuple[str, ...], progress: bool, log: Any,
+                  force: bool) -> dict[str, Any]:
+    """:func:`bench` while holding the run folder's lock."""
     from . import distributed
     from .evaluate.run import evaluate_run
     from .report.publish import update_leaderboard
 
-    out = Path(out) if out is not None else default_out(spec)
     main = distributed.is_main_process()
     say = log if main else (lambda *_: None)
     say(f"[bench] run directory {out}")

@@ -11,10 +11,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "marginrobust"
 
 # Lowest first. A module belongs to the first (longest) prefix that matches it.
 LAYERS: list[list[str]] = [
-    ["marginrobust.errors"],
+    ["marginrobust.errors", "marginrobust.stopping"],
     ["marginrobust.io"],
     ["marginrobust.registry", "marginrobust.presets", "marginrobust.precision",
      "marginrobust.distributed"],
+    ["marginrobust.runlock"],
     ["marginrobust.data", "marginrobust.models"],
     ["marginrobust.data_sources"],
     ["marginrobust.margins"],

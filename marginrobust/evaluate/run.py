@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import distributed
+from .. import distributed, runlock, stopping
 from ..errors import UserError
 from ..io import SPLITS, parse_splits
 from .engine import Evaluator, PriorResults
@@ -144,8 +144,10 @@ def evaluate_run(evaluator: Evaluator, path: str | Path, splits: Sequence[str] =
     # The evaluator's device means "this rank's GPU" under a launcher (cuda → cuda:K).
     evaluator.device = distributed.rank_device(device)
     try:
-        joined = distributed.init(evaluator.device)
-        return _evaluate(evaluator, files, run_dir, splits, progress, joined)
+        # One writer per run: a second evaluation (or a training) of it is refused.
+        with runlock.hold(run_dir):
+            joined = distributed.init(evaluator.device)
+            return _evaluate(evaluator, files, run_dir, splits, progress, joined)
     finally:
         evaluator.device = device
 
@@ -239,7 +241,8 @@ def _run_units(evaluator: Evaluator, setup: _Setup, sink: ResultsStore, files: l
     step = (lambda _label: bar.update(1)) if bar is not None else None
     loaded: tuple[int, Any, dict[str, Any]] | None = None
     arrays: tuple[str, dict[ArrayKey, np.ndarray]] = ("", {})
-    for unit in units:
+    stopping.note(f"after 0 of {len(units)} units (checkpoint × split) to do")
+    for done_units, unit in enumerate(units, 1):
         file = files[unit.checkpoint]
         name = file.stem
         if loaded is None or loaded[0] != unit.checkpoint:
@@ -269,6 +272,8 @@ def _run_units(evaluator: Evaluator, setup: _Setup, sink: ResultsStore, files: l
             sink.save_arrays(name, new)
             arrays = (name, {**arrays[1], **new})
         sink.add(result.records)
+        stopping.note(f"after {done_units} of {len(units)} units (checkpoint × split) to do; "
+                      "each finished one is stored")
 
 
 def _both(store: ResultsStore, sink: ResultsStore,

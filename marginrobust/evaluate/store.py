@@ -370,8 +370,13 @@ class ResultsStore:
         else:
             selections.append({"n": n, "seed": seed,
                                "points": {s: list(v) for s, v in points.items()}})
-        text = json.dumps({"format": POINTS_FORMAT, "selections": selections})
-        atomic_write_text(self.dir / POINTS, text + "\n")
+        text = json.dumps({"format": POINTS_FORMAT, "selections": selections}) + "\n"
+        path = self.dir / POINTS
+        # Unchanged: nothing to write (a read-only run whose results are all there
+        # evaluates without writing a byte).
+        if path.exists() and path.read_text() == text:
+            return
+        atomic_write_text(path, text)
 
     def frame(self) -> Any:
         """The records as a pandas DataFrame (one row per figure)."""

@@ -16,12 +16,15 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import write_json
+from ..runlock import LOCK_FILE
 
 MARKER = ".marginrobust-board.json"
 WRITER = "marginrobust leaderboard"
 # Entries a board folder may hold before the leaderboard first writes there: the notes
 # it reads, not writes.
-INPUTS = frozenset({"NOTES.md"})
+# What a board folder may hold that the leaderboard did not write: its notes, and the
+# lock of whoever writes it now.
+INPUTS = frozenset({"NOTES.md", LOCK_FILE})
 
 
 def read_marker(out_dir: str | Path) -> dict[str, Any] | None:

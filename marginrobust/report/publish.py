@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import runlock
 from ..errors import UserError
 from ..evaluate.store import ADVERSARIALS_DIR, EVAL_DIR
 from ..io import RUN_FILE
@@ -112,6 +113,13 @@ def update_leaderboard(run_dirs: Sequence[Path | str], leaderboard_dir: Path | s
     """
     board = Path(leaderboard_dir)
     check_board_folder(board, force)
+    with runlock.hold(board, "leaderboard"):
+        return _update_locked(run_dirs, board, on_corrupt)
+
+
+def _update_locked(run_dirs: Sequence[Path | str], board: Path,
+                   on_corrupt: str) -> dict[str, Path]:
+    """:func:`update_leaderboard` once the folder is checked and locked."""
     runs = [Path(r) for r in run_dirs]
     if runs:
         load_runs(runs, on_corrupt)  # every run reads cleanly before anything is copied

@@ -8,6 +8,7 @@ with ``torch.load(weights_only=True)``; anything else is refused.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import warnings
@@ -33,8 +34,16 @@ RESUME_FILE = "resume.pt"
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    """Atomically ``torch.save`` a checkpoint payload."""
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    """Atomically ``torch.save`` a checkpoint payload.
+
+    The payload is serialised in memory first and written as plain bytes, so that a full
+    disk surfaces as the ``OSError`` it is (torch's own file writer reports it as a
+    ``RuntimeError`` about positions).
+    """
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getbuffer()
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

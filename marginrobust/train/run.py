@@ -15,6 +15,8 @@ resume state depends on the number of processes, so a run resumes with any numbe
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import platform
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .. import distributed
+from .. import distributed, runlock, stopping
 from ..errors import UserError
 from ..io import RUN_FILE, read_run_json, resolve_device, write_json
 from .callbacks import Callback, ProgressBar
@@ -33,7 +35,12 @@ from .config import TrainConfig
 from .metrics_log import MetricsWriter
 from .trainer import Trainer
 
-__all__ = ["RUN_FILE", "RunSpec", "environment", "read_run", "train_run"]
+__all__ = ["RESUME_MAY_CHANGE", "RUN_FILE", "RunSpec", "comparable", "environment",
+           "fingerprint", "read_run", "train_run"]
+
+# TrainConfig fields that a resumed run may change: how long and where it trains, not
+# what it trains.
+RESUME_MAY_CHANGE = ("epochs", "max_minutes", "target_log10_loss", "device")
 
 
 @dataclass
@@ -79,6 +86,23 @@ class RunSpec:
         d = dict(d)
         d["train"] = TrainConfig(**d["train"])
         return cls(**d)
+
+
+def comparable(run: dict[str, Any]) -> dict[str, Any]:
+    """A stored run spec without the fields that may change when it is resumed."""
+    d = dict(run)
+    train = dict(d.pop("train"))
+    for key in RESUME_MAY_CHANGE:
+        train.pop(key, None)
+    d["train"] = train
+    return d
+
+
+def fingerprint(run: dict[str, Any]) -> str:
+    """A short hash of what a run trains (:func:`comparable` of its spec), stored in
+    ``run.json`` and every checkpoint so that a resume file can be matched to its run."""
+    text = json.dumps(comparable(run), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -148,18 +172,50 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
         The trainer after it stopped (``trainer.stop_reason``, ``trainer.record``); under
         a launcher on every rank, once rank 0 has written every file of the run.
     """
+    out = Path(out)
+    with runlock.hold(out):
+        return _train_locked(out, spec, resume, overrides, progress, callbacks)
+
+
+def _resume_spec(out: Path, overrides: dict[str, Any] | None) -> tuple[RunSpec, dict[str, Any]]:
+    """The spec and state to resume ``out`` with, once the resume file is shown to belong
+    to the run its ``run.json`` describes."""
+    if not (out / RESUME_FILE).exists():
+        raise UserError(f"nothing to resume: {out / RESUME_FILE} does not exist")
+    payload = read_checkpoint(out / RESUME_FILE)
+    stored = read_run_json(out)
+    resumed = payload.get("run")
+    if stored is None or not isinstance(resumed, dict):
+        raise UserError(f"{out / RESUME_FILE} cannot be matched to a run: "
+                        f"{'run.json is missing' if stored is None else 'it names no run'}; "
+                        "start a new run with another --out")
+    if comparable(resumed) != comparable(stored["run"]):
+        differ = sorted(k for k in set(resumed) | set(stored["run"])
+                        if k != "train" and resumed.get(k) != stored["run"].get(k))
+        differ += sorted(f"train.{k}" for k in set(resumed["train"]) | set(stored["run"]["train"])
+                         if k not in RESUME_MAY_CHANGE
+                         and resumed["train"].get(k) != stored["run"]["train"].get(k))
+        raise UserError(f"{out / RESUME_FILE} belongs to another run than {out / RUN_FILE} "
+                        f"(they differ in {', '.join(differ)}); refusing to resume it")
+    spec = RunSpec.from_dict(resumed)
+    unknown = sorted(set(overrides or {}) - set(RESUME_MAY_CHANGE))
+    if unknown:
+        raise UserError(f"a resumed run may change only {', '.join(RESUME_MAY_CHANGE)}, not "
+                        f"{', '.join(unknown)}")
+    for key, value in (overrides or {}).items():
+        setattr(spec.train, key, value)
+    return spec, payload["state"]
+
+
+def _train_locked(out: Path, spec: RunSpec | None, resume: bool,
+                  overrides: dict[str, Any] | None, progress: bool,
+                  callbacks: Sequence[Callback]) -> Trainer:
+    """:func:`train_run` while holding the run folder's lock."""
     from ..models import create_model
 
-    out = Path(out)
     state = None
     if resume:
-        if not (out / RESUME_FILE).exists():
-            raise UserError(f"nothing to resume: {out / RESUME_FILE} does not exist")
-        payload = read_checkpoint(out / RESUME_FILE)
-        spec = RunSpec.from_dict(payload["run"])
-        for key, value in (overrides or {}).items():
-            setattr(spec.train, key, value)
-        state = payload["state"]
+        spec, state = _resume_spec(out, overrides)
     else:
         if (out / RESUME_FILE).exists():
             raise UserError(f"{out} already holds a run; pass --resume to continue it "
@@ -202,7 +258,7 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
                                               spec.checkpoint_decades, spec.checkpoint_epochs,
                                               extra={"run": spec.to_dict(),
                                                      "environment": env})]
-    cbs += list(callbacks)
+    cbs += [_WhereNote(), *callbacks]
     trainer = Trainer(model, data.x_train, data.y_train, data.x_test, data.y_test, spec.train,
                       cbs)
     if state is not None:
@@ -210,8 +266,8 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
     main = distributed.is_main_process()
     if progress and main:
         trainer.callbacks.append(ProgressBar(spec.train.epochs, trainer.epoch))
-    info = {"run": spec.to_dict(), "data": data.spec.to_dict(), "environment": env,
-            "world_size": env["world_size"]}
+    info = {"run": spec.to_dict(), "fingerprint": fingerprint(spec.to_dict()),
+            "data": data.spec.to_dict(), "environment": env, "world_size": env["world_size"]}
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, info)
@@ -223,6 +279,14 @@ def train_run(out: str | Path, spec: RunSpec | None = None, resume: bool = False
     # No rank returns before the run folder is complete (a bench evaluates it next).
     distributed.barrier()
     return trainer
+
+
+class _WhereNote(Callback):
+    """Keeps :mod:`marginrobust.stopping` told which epoch the run has saved, for the line
+    printed when a signal stops it."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        stopping.note(f"at epoch {trainer.epoch} (saved)")
 
 
 def _load_data(spec: RunSpec) -> Any:
