@@ -24,7 +24,7 @@ from .certify_chain import build_chain
 from .certify_ops import Chain, Op, pair
 
 __all__ = ["LayerBound", "NORM_SLACK", "chain_bounds", "check_bounds", "conv2d_norm_bound",
-           "inf_lipschitz", "inf_to_2_row_bound", "operator_norm_bounds"]
+           "conv_padding", "inf_lipschitz", "inf_to_2_row_bound", "operator_norm_bounds"]
 
 # Relative slack on every computed spectral norm: float64 FFT, Gram and eigensolver errors
 # are ~1e-16 relative per unit of dimension, so 1e-10 keeps the bounds upper bounds even
@@ -67,7 +67,7 @@ def _coverage(kernel: int, stride: int, dilation: int = 1) -> int:
     return min(kernel, (kernel - 1) * dilation // stride + 1)
 
 
-def _conv_padding(conv: nn.Conv2d, kernel_hw: tuple[int, int]) -> list[tuple[int, int]]:
+def conv_padding(conv: nn.Conv2d, kernel_hw: tuple[int, int]) -> list[tuple[int, int]]:
     """(before, after) zero padding of each spatial axis, ``kernel_hw`` being dilated sizes."""
     if conv.padding == "valid":
         return [(0, 0), (0, 0)]
@@ -119,7 +119,7 @@ def conv2d_norm_bound(conv: nn.Conv2d, input_hw: tuple[int, int], extra_grids: i
         w = dilated
     k_hw = (w.shape[-2], w.shape[-1])
     grid, crops = [], []
-    for size, k, (before, after) in zip(input_hw, k_hw, _conv_padding(conv, k_hw),
+    for size, k, (before, after) in zip(input_hw, k_hw, conv_padding(conv, k_hw),
                                         strict=True):
         out1 = size + before + after - k + 1  # stride-1 output size
         if out1 < 1:
