@@ -19,6 +19,7 @@ from .cli_options import (
     SCHEDULE_NAMES,
     CliGroup,
     apply_options,
+    bench_summary,
     build_evaluator,
     eval_options,
     model_kwargs,
@@ -239,8 +240,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
                    progress=not quiet, log=click.echo, force=force)
     if not distributed.is_main_process():
         return
-    click.echo(summary_table([r for r in result["records"]
-                              if r.method in ("autoattack", "certified", "fmn")]))
+    board = result["leaderboard"]["README.md"] if result["leaderboard"] else None
+    click.echo(bench_summary(result["records"], board))
     report_flags(result["records"])
 
 
@@ -271,11 +272,19 @@ def leaderboard_cmd(runs: tuple[str, ...], out_dir: str, force: bool) -> None:
               show_default=True, help="Output format.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write robust-accuracy-vs-eps curves to this PNG.")
-def compare_cmd(paths: tuple[str, ...], fmt: str, plot: str | None) -> None:
-    """Compare runs (their last checkpoint) or checkpoints side by side, with differences."""
+@click.option("--settings", default=None, metavar="ID",
+              help="Compare only figures of these evaluation settings (A, B... as the table "
+                   "of items names them), so that differences compare like with like.")
+def compare_cmd(paths: tuple[str, ...], fmt: str, plot: str | None,
+                settings: str | None) -> None:
+    """Compare runs (their last checkpoint) or checkpoints side by side, with differences.
+
+    A difference between figures of different evaluation settings (points, seed, attack
+    set) is marked [other settings] in its column's name: it need not come from the models.
+    """
     from .report.compare import compare, compare_plot, format_compare
 
-    frame = compare(list(paths))
+    frame = compare(list(paths), settings)
     click.echo(format_compare(frame, fmt))
     if plot:
         written = compare_plot(list(paths), Path(plot))

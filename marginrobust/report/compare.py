@@ -53,8 +53,12 @@ def _item(path: Path | str) -> _Item:
     raise UserError(f"no run directory or checkpoint at {path}")
 
 
-def _rows(paths: Sequence[Path | str]) -> tuple[pd.DataFrame, frozenset[str]]:
-    """The leaderboard rows of every item, in order, labelled; and the minimal-norm methods."""
+def _rows(paths: Sequence[Path | str], settings: str | None = None,
+          ) -> tuple[pd.DataFrame, frozenset[str]]:
+    """The leaderboard rows of every item, in order, labelled; and the minimal-norm methods.
+
+    With ``settings`` (an id of the settings table, e.g. ``A``) only rows of those
+    settings are kept, and an item without them is an error."""
     if not paths:
         raise UserError("give at least one run directory or checkpoint to compare")
     items = [_item(p) for p in paths]
@@ -73,6 +77,12 @@ def _rows(paths: Sequence[Path | str]) -> tuple[pd.DataFrame, frozenset[str]]:
         chosen = rows[rows["checkpoint"] == name]
         if chosen.empty:
             raise UserError(f"{item.run_dir} has no checkpoint {name}")
+        if settings is not None:
+            have = sorted({str(v) for v in chosen["settings"].dropna()})
+            chosen = chosen[chosen["settings"].astype("string") == settings]
+            if chosen.empty:
+                raise UserError(f"{item.run_dir} ({name}) was not evaluated with settings "
+                                f"{settings}; it has {', '.join(have) or 'none'}")
         base = f"{chosen['run'].iloc[0]}@{name}"
         labels = ([base] if len(chosen) == 1 else
                   [f"{base} ({setting_text(r)})" for r in chosen.to_dict("records")])
@@ -85,11 +95,22 @@ def _rows(paths: Sequence[Path | str]) -> tuple[pd.DataFrame, frozenset[str]]:
     return out, minimal
 
 
-def compare(paths: Sequence[Path | str]) -> pd.DataFrame:
+# Marks a difference between figures of different evaluation settings (n, seed, attack
+# options): it measures the settings as much as the models.
+OTHER_SETTINGS = " [other settings]"
+
+
+def compare(paths: Sequence[Path | str], settings: str | None = None) -> pd.DataFrame:
     """Items side by side: rows = metrics, columns = items then ``Δ {label}`` vs the first.
+
+    A difference between columns of different evaluation settings (points, seed, or
+    attack options such as the attack set) is labelled ``Δ {label} [other settings]``:
+    a worst case over other attacks differs without any difference of the models.
 
     Args:
         paths: Run folders (their last checkpoint) or ``RUN/checkpoints/epoch-N.pt`` files.
+        settings: Keep only figures of these settings (an id of the settings table:
+            ``A``, ``B``...), so every difference compares like with like.
 
     Returns:
         A float frame indexed by metric name; ``attrs["items"]`` lists each item's identity.
@@ -97,15 +118,17 @@ def compare(paths: Sequence[Path | str]) -> pd.DataFrame:
     Raises:
         UserError: A path is missing, not a run folder, or not a checkpoint file.
     """
-    rows, _ = _rows(paths)
+    rows, _ = _rows(paths, settings)
     # Identity and settings go to attrs["items"]; the rows are the measurements.
     metrics = [c for c in rows.columns if c not in ITEM_FIELDS and c not in STRING_COLUMNS
                and c not in ("label", "base", "item") and rows[c].notna().any()]
     numbers = rows[metrics].apply(lambda s: s.astype("float64"))
     table = numbers.set_axis(rows["label"]).T
     first = table.columns[0]
+    key = {r["label"]: tuple(str(r.get(k)) for k in SETTINGS) for r in rows.to_dict("records")}
     for label in table.columns[1:]:
-        table[f"Δ {label}"] = table[label] - table[first]
+        mark = "" if key[label] == key[first] else OTHER_SETTINGS
+        table[f"Δ {label}{mark}"] = table[label] - table[first]
     table.index.name = "metric"
     table.columns.name = None
     table.attrs["items"] = [{"label": r["label"], **{k: json_value(r.get(k))
@@ -134,7 +157,13 @@ def format_compare(frame: pd.DataFrame, fmt: str = "table") -> str:
                  for metric, row in frame.iterrows()]
         body = tabulate(shown, headers=["metric", *frame.columns], disable_numparse=True,
                         colalign=["left", *["right"] * len(frame.columns)])
-        return f"{head}\n\n{body}\n"
+        warn = ""
+        if any(str(c).endswith(OTHER_SETTINGS) for c in frame.columns):
+            warn = ("\nWARNING: the columns marked [other settings] differ from the first in "
+                    "their evaluation settings (points, seed or attack options, see the items "
+                    "above), so their differences need not come from the models; pass "
+                    "--settings ID to compare figures of one setting only.\n")
+        return f"{head}\n\n{body}\n{warn}"
     if fmt == "csv":
         return frame.to_csv()
     if fmt == "json":
