@@ -238,13 +238,23 @@ def _check_splits(s: ArraySplits, name: str) -> None:
         x, y = getattr(s, f"x_{split}"), getattr(s, f"y_{split}")
         if x.ndim != 4:
             raise UserError(f"{name}: x_{split} must be (N, C, H, W), got shape {x.shape}")
+        if len(x) == 0:
+            # Empty splits only fail much later (a min() over nothing, a bogus homogeneity
+            # check), after the run folder exists.
+            raise UserError(f"{name}: the {split} split holds no images; training and testing "
+                            "need at least one each")
         if y.ndim != 1 or len(y) != len(x):
             raise UserError(f"{name}: y_{split} must hold one label per image, "
                             f"got shape {y.shape} for {len(x)} images")
         if not np.issubdtype(y.dtype, np.integer):
             raise UserError(f"{name}: y_{split} must hold integer labels, got {y.dtype}")
-        if len(y) and (y.min() < 0 or y.max() >= len(s.classes)):
-            raise UserError(f"{name}: y_{split} labels must lie in 0..{len(s.classes) - 1}")
+        if y.min() < 0:
+            raise UserError(f"{name}: y_{split} holds the negative label {y.min()}; labels "
+                            "must be class numbers 0, 1, 2, ...")
+        bad = y[y >= len(s.classes)]
+        if len(bad):
+            raise UserError(f"{name}: y_{split} holds the label {bad[0]}, but labels must lie "
+                            f"in 0..{len(s.classes) - 1} ({len(s.classes)} classes)")
         if x.dtype != np.uint8:
             if not np.issubdtype(x.dtype, np.floating):
                 raise UserError(f"{name}: x_{split} must be uint8 or float, got {x.dtype}")

@@ -135,7 +135,13 @@ def _cifar10(arg: str | None, data_dir: Path) -> ArraySplits:
 
 @register_dataset("npz")
 def _npz(arg: str | None, data_dir: Path) -> ArraySplits:
-    """npz:PATH, arrays x_train, y_train, x_test, y_test (NCHW/NHWC/NHW; uint8 or [0, 1])."""
+    """npz:PATH, arrays x_train, y_train, x_test, y_test (NCHW/NHWC/NHW; uint8 or [0, 1]).
+
+    The labels are 0..K-1. K is the length of an optional ``classes`` array (the class
+    names) or an optional scalar ``num_classes``; without either, every label from 0 to
+    the largest must occur, so that a typo (a 12 among labels 0..9) is refused rather
+    than read as three more classes.
+    """
     path = require_path(arg, "npz")
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -145,16 +151,50 @@ def _npz(arg: str | None, data_dir: Path) -> ArraySplits:
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise UserError(f"npz: {path} lacks the arrays {', '.join(missing)}")
+    empty = [k for k in ("x_train", "y_train", "x_test", "y_test") if arrays[k].size == 0]
+    if empty:
+        raise UserError(f"npz: {' and '.join(empty)} in {path} "
+                        f"{'is' if len(empty) == 1 else 'are'} empty; training and testing "
+                        "need at least one image each")
     x_train = _to_nchw(arrays["x_train"], "x_train", path)
     x_test = _to_nchw(arrays["x_test"], "x_test", path)
     y_train, y_test = arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)
-    if "classes" in arrays:
-        classes = [str(c) for c in arrays["classes"]]
-    else:
-        top = max((int(y.max()) for y in (y_train, y_test) if y.size and y.dtype.kind in "iu"),
-                  default=-1)
-        classes = [str(c) for c in range(top + 1)]
+    classes = _npz_classes(arrays, (y_train, y_test), path)
     return ArraySplits(x_train, y_train, x_test, y_test, classes, str(path))
+
+
+def _npz_classes(arrays: dict[str, np.ndarray], labels: Sequence[np.ndarray],
+                 path: Path) -> list[str]:
+    """The class names: ``classes``, else ``0..num_classes-1``, else ``0..`` the largest
+    label when every label up to it occurs (other label faults are left to the common
+    check of :func:`~marginrobust.data.load_dataset`, which names the split)."""
+    if "num_classes" in arrays:
+        n = arrays["num_classes"]
+        if n.ndim != 0 or n.dtype.kind not in "iu" or int(n) < 1:
+            raise UserError(f"npz: num_classes in {path} must be one positive integer, "
+                            f"got {n.tolist()!r}")
+        if "classes" in arrays and len(arrays["classes"]) != int(n):
+            raise UserError(f"npz: {path} names {len(arrays['classes'])} classes but its "
+                            f"num_classes is {int(n)}")
+        return [str(c) for c in range(int(n))]
+    if "classes" in arrays:
+        return [str(c) for c in arrays["classes"]]
+    for key, y in zip(("y_train", "y_test"), labels, strict=True):
+        if y.dtype.kind not in "iu":
+            raise UserError(f"npz: {key} in {path} must hold integer labels, got {y.dtype}")
+    present = np.unique(np.concatenate(labels))
+    if present[0] < 0:
+        return [str(c) for c in range(int(present[-1]) + 1)]
+    top = int(present[-1])
+    missing = np.setdiff1d(np.arange(top + 1), present)
+    if len(missing):
+        shown = ", ".join(str(int(m)) for m in missing[:5]) + (", ..." if len(missing) > 5
+                                                               else "")
+        raise UserError(f"npz: the labels in {path} skip {shown}: they run up to {top} "
+                        f"but only {len(present)} distinct labels occur; number the classes "
+                        f"0..{len(present) - 1}, or store num_classes (or the class names "
+                        "as classes) in the npz")
+    return [str(c) for c in range(top + 1)]
 
 
 def _to_nchw(x: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -290,6 +330,7 @@ def _decode_folder(root: Path) -> ArraySplits:
     labels, classes = {}, {}
     for split in ("train", "test"):
         folder = root / split
+        _check_class_folders(folder)
         try:
             ds = ImageFolder(str(folder), loader=_read_image)
         except FileNotFoundError as exc:
@@ -310,6 +351,26 @@ def _decode_folder(root: Path) -> ArraySplits:
     n = len(labels["train"])
     return ArraySplits(x[:n], labels["train"], x[n:], labels["test"], classes["train"],
                        str(root))
+
+
+def _check_class_folders(folder: Path) -> None:
+    """Refuse a split without class folders, or with one that holds no images, naming it
+    (torchvision's own error names only the class)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise UserError(f"imagefolder: found no class folders of images in {folder} "
+                        f"(expected {folder}/<class>/<image>)")
+    # Images anywhere below a class folder count, as torchvision's ImageFolder walks it.
+    empty = [str(c) for c in classes
+             if not any(f.lower().endswith(IMG_EXTENSIONS)
+                        for _, _, files in os.walk(c, followlinks=True) for f in files)]
+    if empty:
+        raise UserError(f"imagefolder: the class folder{'s' if len(empty) > 1 else ''} "
+                        f"{', '.join(empty)} {'hold' if len(empty) > 1 else 'holds'} no images "
+                        f"({' '.join(IMG_EXTENSIONS)}); add images or remove "
+                        f"{'them' if len(empty) > 1 else 'it'}")
 
 
 def _stack_images(images: Sequence[np.ndarray], files: Sequence[str]) -> np.ndarray:

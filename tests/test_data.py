@@ -203,7 +203,7 @@ def _save(path: Path, **arrays: np.ndarray) -> str:
     ({"x_test": np.zeros((4, 3, 3), np.uint8)}, "train images are"),
     ({"y_train": _labels(3)}, "one label per image"),
     ({"y_test": np.array([0.0, 1.0, 2.0, 0.0])}, "integer labels"),
-    ({"y_test": np.array([0, 1, 2, -1])}, "labels must lie in"),
+    ({"y_test": np.array([0, 1, 2, -1])}, "y_test holds the negative label -1"),
 ])
 def test_npz_errors(tmp_path: Path, arrays: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):

@@ -1,0 +1,83 @@
+"""Degenerate data and threat-model values through the CLI: exit code 2, one sentence naming
+the fault, no traceback, and no run folder left behind."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from marginrobust.cli import main
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def _train(tmp_path: Path, dataset: str):
+    out = tmp_path / "run"
+    result = _invoke(["train", "--dataset", dataset, "--model", "mlp", "--model-opt",
+                      "widths=[8]", "--epochs", "1", "--quiet", "--device", "cpu",
+                      "--data-dir", str(tmp_path / "data"), "--out", str(out)])
+    return result, out
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> str:
+    rng = np.random.default_rng(0)
+    base = {"x_train": rng.integers(1, 256, (6, 4, 4), np.uint8), "y_train": np.arange(6) % 3,
+            "x_test": rng.integers(1, 256, (3, 4, 4), np.uint8), "y_test": np.arange(3)}
+    base.update(arrays)
+    np.savez(path, **base)
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"x_test": np.zeros((0, 4, 4), np.uint8), "y_test": np.zeros(0, np.int64)},
+     "x_test and y_test in .* are empty"),
+    ({"x_train": np.zeros((0, 4, 4), np.uint8), "y_train": np.zeros(0, np.int64)},
+     "x_train and y_train in .* are empty"),
+    ({"y_train": np.array([0, 1, 2, 0, 1, 12])}, "skip 3, 4, 5, 6, 7, ...: they run up to 12"),
+    ({"y_train": np.array([0, 1, 2, 0, 1, -1])}, "y_train holds the negative label -1"),
+])
+def test_train_refuses_degenerate_npz_before_making_the_run(tmp_path: Path, arrays: dict,
+                                                              message: str) -> None:
+    result, out = _train(tmp_path, _npz(tmp_path / "d.npz", **arrays))
+    line = _error_line(result)
+    assert re.search(message, line), line
+    assert not out.exists()
+
+
+def test_train_names_the_empty_class_folder(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    for split, classes in (("train", ("ant", "bee", "cow")), ("test", ("ant", "bee", "cow"))):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            if not (split == "train" and c == "cow"):
+                Image.fromarray(np.zeros((4, 4), np.uint8), "L").save(root / split / c / "0.png")
+    result, out = _train(tmp_path, f"imagefolder:{root}")
+    line = _error_line(result)
+    assert "train/cow holds no images" in line and "found no class folders" not in line
+    assert not out.exists()
+
+
+def test_train_takes_the_class_count_from_num_classes(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    _npz(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    np.savez(path, **arrays, num_classes=np.array(5))
+    result, out = _train(tmp_path, f"npz:{path}")
+    assert result.exit_code == 0, result.output
+    assert '"num_classes": 5' in (out / "run.json").read_text()
