@@ -70,6 +70,7 @@ def test_non_homogeneous_modules_are_blamed():
     joined = " ".join(report.blame)
     assert "BatchNorm1d" in joined and "Tanh" in joined
     assert "not homogeneous" in report.describe()
+    assert "which do not round to one integer" in report.describe()
 
 
 def test_leaky_relu_and_avgpool_stay_homogeneous():
@@ -140,3 +141,45 @@ def test_star_import_of_models_works():
     assert all(hasattr(models, name) for name in models.__all__)
     assert not any(name.startswith("marginrobust_") for name in models.__all__)
     assert timm.is_model("marginrobust_cnn")
+
+
+def test_message_says_the_orders_at_theta_and_at_its_perturbation():
+    # Biases after layer 1 start at zero: at θ the net is homogeneous, at its perturbation not.
+    torch.manual_seed(0)
+    model = create_model("cnn", num_classes=10, in_chans=1, img_size=8, bias="all",
+                         width=0.125)
+    report = check_homogeneity(model, torch.rand(16, 1, 8, 8))
+    assert report.order is None
+    assert report.rel_errors[0] < 1e-9 < report.tol < report.rel_errors[1]
+    assert all(abs(v - 4) < 1e-9 for v in report.orders.values())
+    assert not all(abs(v - 4) < 1e-9 for v in report.perturbed_orders.values())
+    text = report.describe()
+    at_theta = ", ".join(f"{v:.3f}" for v in report.orders.values())
+    perturbed = ", ".join(f"{v:.3f}" for v in report.perturbed_orders.values())
+    assert (f"at θ the measured orders L_c (c = 0.5, 2, 3) are {at_theta} and f(cθ) = c^4 "
+            f"f(θ) holds there") in text
+    assert f"but at a random perturbation of θ they are {perturbed}" in text
+    assert f"by a relative {report.rel_errors[1]:.1e} (allowed 1e-06)" in text
+    assert "bias after the first layer" in text
+
+
+@pytest.mark.parametrize(("tail", "says"), [
+    (nn.Tanh(), "which round to L=2, but f(cθ) differs from c^2 f(θ) by a relative"),
+    (nn.Softmax(1), "does not grow with θ (order 0)"),
+])
+def test_message_says_why_theta_itself_fails(tail, says):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 16, bias=False), nn.ReLU(),
+                      nn.Linear(16, 3, bias=False), tail)
+    report = check_homogeneity(m, torch.rand(8, 1, 8, 8))
+    assert report.order is None and not report.perturbed_orders
+    assert says in report.describe() and type(tail).__name__ in report.describe()
+
+
+def test_zero_outputs_measure_no_order_and_say_so():
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 16, bias=False), nn.ReLU(),
+                      nn.Linear(16, 3, bias=False))
+    report = check_homogeneity(m, torch.zeros(4, 1, 8, 8))
+    assert report.order is None
+    assert report.describe().startswith("no homogeneity order measured: f(θ; x) is zero")
+    assert check_homogeneity(m, torch.rand(4, 1, 8, 8)).order == 2

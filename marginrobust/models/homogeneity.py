@@ -32,30 +32,77 @@ class HomogeneityReport:
 
     Attributes:
         order: The integer order L, or None when the model is not homogeneous.
-        orders: Measured L_c for each scale c.
-        max_rel_error: Worst ‖f(cθ) − c^L f(θ)‖ / ‖c^L f(θ)‖ over c (L rounded).
+        orders: Measured L_c at θ for each scale c.
+        max_rel_error: Worst ‖f(cθ) − c^L f(θ)‖ / ‖c^L f(θ)‖ over c and over the
+            parameter points checked (L rounded); inf where no single L was found.
         blame: Modules that break homogeneity (biases after layer 1, norm layers,
             non-homogeneous activations), as "name (Type): reason".
+        perturbed_orders: Measured L_c at the random perturbation of θ (empty when θ
+            already failed).
+        rel_errors: The relative error at θ and, if checked, at its perturbation (inf
+            where the measured orders gave no single L).
+        tol: The relative error allowed.
     """
 
     order: int | None
     orders: dict[float, float]
     max_rel_error: float
     blame: list[str] = field(default_factory=list)
+    perturbed_orders: dict[float, float] = field(default_factory=dict)
+    rel_errors: tuple[float, ...] = ()
+    tol: float = 1e-6
 
     @property
     def homogeneous(self) -> bool:
         return self.order is not None
 
     def describe(self) -> str:
-        """One line for humans."""
+        """One line for humans: the order, or what differs and where."""
         if self.homogeneous:
             return (f"homogeneous of order L={self.order} "
                     f"(max relative error {self.max_rel_error:.1e})")
+        if self.orders and not any(math.isfinite(v) for v in self.orders.values()):
+            return ("no homogeneity order measured: f(θ; x) is zero on every input given, so "
+                    "f(cθ) = c^L f(θ) holds for any L; check on inputs with nonzero outputs")
         why = "; ".join(self.blame) if self.blame else "no single module identified"
-        return (f"not homogeneous: worst relative error {self.max_rel_error:.1e} "
-                f"(measured orders {', '.join(f'{v:.3f}' for v in self.orders.values())}); "
-                f"to blame: {why}")
+        return f"not homogeneous: {self._what_differs()}; to blame: {why}"
+
+    def _what_differs(self) -> str:
+        cs = ", ".join(f"{c:g}" for c in self.orders)
+        at_theta = f"at θ the measured orders L_c (c = {cs}) are {_fmt(self.orders)}"
+        first = _verdict(self.orders, self.rel_errors[:1], self.tol)
+        if first:
+            return f"{at_theta}, {first}"
+        order = round(next(iter(self.orders.values())))
+        second = _verdict(self.perturbed_orders, self.rel_errors[1:], self.tol, order)
+        return (f"{at_theta} and f(cθ) = c^{order} f(θ) holds there to "
+                f"{self.rel_errors[0]:.1e}, but at a random perturbation of θ they are "
+                f"{_fmt(self.perturbed_orders)}, "
+                f"{second}")
+
+
+def _fmt(orders: dict[float, float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in orders.values())
+
+
+def _verdict(orders: dict[float, float], errors: tuple[float, ...], tol: float,
+             expected: int | None = None) -> str:
+    """Why one parameter point fails, or "" if it passes (``expected``: the order found
+    at θ, which a perturbation of θ must give too)."""
+    if not all(math.isfinite(v) for v in orders.values()):
+        return "undefined where f is zero for every input given"
+    rounded = {round(v) for v in orders.values()}
+    if len(rounded) > 1:
+        return "which do not round to one integer"
+    (order,) = rounded
+    if expected is not None and order != expected:
+        return f"which round to L={order}, not {expected}"
+    if order <= 0:
+        return f"so f does not grow with θ (order {order})"
+    if errors and errors[0] > tol:
+        return (f"which round to L={order}, but f(cθ) differs from c^{order} f(θ) by a "
+                f"relative {errors[0]:.1e} (allowed {tol:.0e})")
+    return ""
 
 
 def blame_modules(model: nn.Module) -> list[str]:
@@ -108,22 +155,31 @@ def check_homogeneity(model: nn.Module, x: torch.Tensor,
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device)
         perturbed[k] = p + scale * noise
     orders: dict[float, float] = {}
+    perturbed_orders: dict[float, float] = {}
     errs: list[float] = []
     order: int | None = None
-    for point in (params, perturbed):
+    for i, point in enumerate((params, perturbed)):
         measured = _measure(m, point, buffers, x, scales)
-        orders = orders or measured
+        if i == 0:
+            orders = measured
+        else:
+            perturbed_orders = measured
         finite = [v for v in measured.values() if math.isfinite(v)]
         this = round(sum(finite) / len(finite)) if len(finite) == len(measured) else None
-        if this is None or (order is not None and this != order):
-            order, errs = None, [math.inf]
-            orders = measured
+        if this is None or len({round(v) for v in measured.values()}) > 1 \
+                or (order is not None and this != order):
+            order = None
+            errs.append(math.inf)
             break
         order = this
         errs.append(_rel_error(m, point, buffers, x, scales, this))
+        if errs[-1] > tol or this <= 0:
+            break
     err = max(errs)
-    ok = order is not None and order > 0 and err <= tol
-    return HomogeneityReport(order if ok else None, orders, err, [] if ok else blame_modules(model))
+    ok = order is not None and order > 0 and err <= tol and len(errs) == 2
+    return HomogeneityReport(order if ok else None, orders, err,
+                             [] if ok else blame_modules(model), perturbed_orders, tuple(errs),
+                             tol)
 
 
 def _measure(m: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
