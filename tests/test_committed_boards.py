@@ -37,3 +37,36 @@ def test_committed_board_regenerates_byte_for_byte(board: Path, tmp_path: Path) 
         # Published runs are results only; the deep trajectory alone keeps its checkpoints
         # (to be evaluated again or trained deeper).
         assert not list((board / "runs").rglob("*.pt"))
+
+
+# What a board folder may hold besides the files its marker lists: the marker, the
+# published runs, the hand-written notes, the scripts that made the runs, a nested board.
+NOT_GENERATED = {MARKER, "NOTES.md"}
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_committed_board_holds_only_what_its_generator_lists(board: Path) -> None:
+    listed = set(json.loads((board / MARKER).read_text(encoding="utf-8"))["files"])
+    nested = {b for b in BOARDS if b != board and board in b.parents}
+    unlisted = []
+    for path in sorted(board.rglob("*")):
+        rel = path.relative_to(board)
+        if (not path.is_file() or rel.parts[0] == "runs" or rel.as_posix() in listed
+                or rel.name in NOT_GENERATED or path.suffix == ".sh"
+                or path.name == ".marginrobust.lock"
+                or any(b in path.parents for b in nested)):
+            continue
+        unlisted.append(rel.as_posix())
+    assert not unlisted, f"files no generator lists in {board}: {unlisted}"
+
+
+def test_regenerating_removes_a_figure_it_no_longer_makes(tmp_path: Path) -> None:
+    board = BOARDS[1]  # the smaller board: its runs rebuild in seconds
+    copy = tmp_path / "board"
+    shutil.copytree(board / "runs", copy / "runs")
+    update_leaderboard([], copy, force=True)
+    orphan = copy / "plots" / "gone-run_margins.png"
+    orphan.write_bytes(b"left by a run that no longer exists")
+    update_leaderboard([], copy, force=True)
+    assert not orphan.exists()
+

@@ -22,7 +22,7 @@ from .compute import matched_table
 from .configs import RunConfig, run_configs
 from .depth import deep_runs, depth_plot, depth_section, depth_seeds_plot, depth_table
 from .formatting import json_records
-from .guard import check_board_folder, finish_board
+from .guard import PLOTS_DIR, check_board_folder, finish_board
 from .intervals import with_intervals
 from .labels import group_titles
 from .links import link_statistics
@@ -35,7 +35,6 @@ from .sections import figure_sections, statistics_section
 from .seeds import seed_table
 from .tables import build_tables
 
-PLOTS_DIR = "plots"
 NOTES = "NOTES.md"
 
 

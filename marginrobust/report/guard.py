@@ -19,6 +19,8 @@ from ..io import write_json
 from ..runlock import LOCK_FILE
 
 MARKER = ".marginrobust-board.json"
+# The folder of figures inside a board, written by the leaderboard alone.
+PLOTS_DIR = "plots"
 WRITER = "marginrobust leaderboard"
 # Entries a board folder may hold before the leaderboard first writes there: the notes
 # it reads, not writes.
@@ -76,8 +78,9 @@ def finish_board(out_dir: str | Path, files: Iterable[str]) -> list[str]:
     """Record the files just written and remove those the previous write left behind.
 
     Files the previous marker lists but this write did not produce (a figure whose data is
-    gone) are deleted, so a rewritten board holds exactly what a fresh one would. Nothing
-    the leaderboard did not write is touched.
+    gone) are deleted, and so is any file in ``plots/`` of a board folder the leaderboard
+    wrote before, so a rewritten board holds exactly what a fresh one would. Nothing else
+    that the leaderboard did not write is touched.
 
     Args:
         out_dir: The board folder.
@@ -88,9 +91,14 @@ def finish_board(out_dir: str | Path, files: Iterable[str]) -> list[str]:
     """
     out = Path(out_dir)
     new = sorted(set(files))
-    old = (read_marker(out) or {}).get("files") or []
+    old = set(map(str, (read_marker(out) or {}).get("files") or []))
+    # The figures' folder is the leaderboard's alone: a figure in it that this write did
+    # not make is stale even when no marker lists it (a board copied without its marker).
+    plots = out / PLOTS_DIR
+    if read_marker(out) is not None and plots.is_dir():
+        old |= {p.relative_to(out).as_posix() for p in plots.rglob("*") if p.is_file()}
     removed = []
-    for rel in sorted(set(map(str, old)) - set(new)):
+    for rel in sorted(old - set(new)):
         path = _inside(out, rel)
         if path is not None and path.is_file():
             path.unlink()
