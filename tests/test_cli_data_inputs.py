@@ -3,6 +3,7 @@ the fault, no traceback, and no run folder left behind."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -81,3 +82,55 @@ def test_train_takes_the_class_count_from_num_classes(tmp_path: Path) -> None:
     result, out = _train(tmp_path, f"npz:{path}")
     assert result.exit_code == 0, result.output
     assert '"num_classes": 5' in (out / "run.json").read_text()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A one-epoch digits MLP run on 50 training and 20 test images."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    result = _invoke(["train", "--model", "mlp", "--model-opt", "widths=[8]", "--train-subset",
+                      "50", "--test-subset", "20", "--epochs", "1", "--quiet", "--device", "cpu",
+                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--eps-linf", "2", "a Linf epsilon of 2 reaches every input in [0, 1] (the whole box)"),
+    ("--eps-linf", "0.1,255/255", "a Linf epsilon of 1 reaches every input"),
+    ("--eps-linf", "0", "epsilon must be positive, got '0' in --eps-linf"),
+    ("--eps-l2", "0", "epsilon must be positive, got '0' in --eps-l2"),
+    ("--eps-l2", "0.5,0/7", "epsilon must be positive, got '0/7' in --eps-l2"),
+])
+def test_eval_refuses_budgets_outside_the_threat_model(small_run, option, value, message):
+    before = sorted(p.relative_to(small_run) for p in small_run.rglob("*"))
+    result = _invoke(["eval", str(small_run), "--quiet", "--device", "cpu", "--attacks", "fmn",
+                      "--norms", "L2,Linf", option, value])
+    assert message in _error_line(result)
+    assert sorted(p.relative_to(small_run) for p in small_run.rglob("*")) == before
+
+
+def test_bench_refuses_a_zero_budget_before_training(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    result = _invoke(["bench", "--model", "mlp", "--model-opt", "widths=[8]", "--epochs", "1",
+                      "--quiet", "--device", "cpu", "--no-leaderboard", "--out", str(out),
+                      "--eps-l2", "0"])
+    assert "epsilon must be positive, got '0' in --eps-l2" in _error_line(result)
+    assert not out.exists()
+
+
+def test_eval_with_n_above_a_split_uses_the_smallest_split_for_both(small_run):
+    # The CLI prints each warning as one "Warning: ..." line; pytest records them instead.
+    with pytest.warns(UserWarning) as said:
+        result = _invoke(["eval", str(small_run), "--quiet", "--device", "cpu", "--attacks",
+                          "fmn", "--norms", "L2", "--eps-l2", "0.5", "--split", "test,train",
+                          "--n", "100000", "--no-certify"])
+    assert result.exit_code == 0, result.output
+    about_n = [str(w.message) for w in said if "n=100000" in str(w.message)]
+    assert about_n == ["n=100000 (--n) is more than the 20 test points of digits; evaluating "
+                       "20 points per split, stored as n=20"]
+    records = [json.loads(line) for line in
+               (small_run / "eval" / "records.jsonl").read_text().splitlines()]
+    assert records and {(r["split"], r["n"]) for r in records} == {("test", 20), ("train", 20)}

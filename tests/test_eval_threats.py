@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -45,14 +46,30 @@ def test_every_bad_epsilon_is_one_user_error_sentence(text, needle):
         assert "--eps-l2" in message
 
 
-def test_zero_where_not_allowed():
-    assert parse_eps_list("0,0.5") == (0.0, 0.5)
-    with pytest.raises(UserError, match="positive"):
-        parse_eps_list("0", allow_zero=False)
-    with pytest.raises(UserError, match="positive"):
-        parse_eps_list("0/3", allow_zero=False)
+def test_zero_refused_unless_allowed():
+    assert parse_eps_list("0,0.5", allow_zero=True) == (0.0, 0.5)
+    for text in ("0", "0/3", "0.5,0", "-0", "0e5"):
+        with pytest.raises(UserError, match=r"epsilon must be positive, got .* in --eps-l2 "
+                                            r"\(at budget 0 robustness is the clean accuracy"):
+            parse_eps_list(text, option="--eps-l2")
     # -0 is 0, not a second figure under another name
-    assert math.copysign(1.0, parse_eps_list("-0")[0]) == 1.0
+    assert math.copysign(1.0, parse_eps_list("-0", allow_zero=True)[0]) == 1.0
+
+
+@pytest.mark.parametrize("eps", [1.0, 2.0, 1 + 1e-12, 255 / 255, 1e300])
+def test_linf_budget_of_the_whole_box_is_refused_naming_it(eps):
+    with pytest.raises(UserError, match=re.escape(f"a Linf epsilon of {eps:g} reaches every "
+                                                  "input in [0, 1] (the whole box)")) as err:
+        ThreatModel("Linf", (0.1, eps))
+    assert "\n" not in str(err.value)
+
+
+def test_budgets_just_inside_the_limits_are_kept():
+    below = math.nextafter(1.0, 0.0)
+    assert ThreatModel("Linf", (below, 5e-324)).epsilons == (below, 5e-324)
+    # L2 has no upper limit here: the box's L2 diameter depends on the input size.
+    assert ThreatModel("L2", (2.0, 1e300)).epsilons == (2.0, 1e300)
+    assert ThreatModel("L2", (0.0,)).epsilons == (0.0,)
 
 
 def test_good_lists_parse_exactly():

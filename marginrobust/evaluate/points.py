@@ -9,6 +9,7 @@ splits are evaluated alongside.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -89,6 +90,11 @@ def select_points(data: Dataset, n: int, seed: int, splits: Sequence[str] = SPLI
     of a run is evaluated on the same inputs, and ``--split train`` picks the training
     points of ``--split test,train``.
 
+    An ``n`` above the size of an evaluated split means "as many as possible": every
+    split gets as many points as the smallest of them has (with a warning saying so), so
+    that the splits' records share one n, which the results are stored and tabled under.
+    With different counts one evaluation would fall into one leaderboard row per split.
+
     Args:
         data: The dataset.
         n: Points per split.
@@ -97,6 +103,14 @@ def select_points(data: Dataset, n: int, seed: int, splits: Sequence[str] = SPLI
         saved: Indices stored earlier for these (n, seed), used as they are: a run keeps
             its points even if the selection rule changes.
     """
+    sizes = {split: len(split_tensors(data, split)[1]) for split in splits}
+    smallest = min(sizes, key=lambda s: sizes[s], default=None)
+    if smallest is not None and n > sizes[smallest]:
+        k = sizes[smallest]
+        warnings.warn(f"n={n} (--n) is more than the {k} {smallest} points of "
+                      f"{data.spec.name}; evaluating {k} points per split, stored as n={k}",
+                      stacklevel=2)
+        n = k
     out = {}
     for split in splits:
         x, y = split_tensors(data, split)

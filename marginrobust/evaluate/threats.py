@@ -59,7 +59,9 @@ class ThreatModel:
 
     Args:
         norm: ``L2`` or ``Linf`` (``l2``, ``linf``, ``inf`` accepted in any case).
-        epsilons: One or more finite, non-negative budgets, kept in the given order.
+        epsilons: One or more finite, non-negative budgets, kept in the given order; Linf
+            budgets below 1. A budget of 0 is accepted here (robustness at 0 is the clean
+            accuracy, a check every attack must pass), though the command line refuses it.
     """
 
     norm: str
@@ -87,6 +89,11 @@ class ThreatModel:
         for e in eps:
             if not math.isfinite(e) or e < 0:
                 raise UserError(f"epsilon must be finite and non-negative, got {e}")
+            if self.norm == "Linf" and e >= 1:
+                # Inputs lie in [0, 1]: a Linf ball of radius 1 around any input holds the
+                # whole box, every image of every class.
+                raise UserError(f"a Linf epsilon of {e:g} reaches every input in [0, 1] (the "
+                                "whole box), so no point can be robust; use a budget below 1")
         _no_repeats(eps, f" in the {self.norm} threat model")
         object.__setattr__(self, "epsilons", eps)
 
@@ -143,18 +150,20 @@ def _parse_eps(item: str, where: str, allow_zero: bool) -> float:
     if exact > 0 and value == 0:
         raise UserError(f"epsilon {item!r}{where} is too small to represent")
     if exact == 0 and not allow_zero:
-        raise UserError(f"epsilon must be positive, got {item!r}{where}")
+        raise UserError(f"epsilon must be positive, got {item!r}{where} (at budget 0 "
+                        "robustness is the clean accuracy, which every evaluation reports)")
     return value + 0.0      # no -0.0: it would name a figure differently from 0.0
 
 
 def parse_eps_list(text: str, option: str | None = None,
-                   allow_zero: bool = True) -> tuple[float, ...]:
+                   allow_zero: bool = False) -> tuple[float, ...]:
     """Parse a comma-separated list of budgets such as ``"8/255,0.1"``.
 
     Args:
         text: Numbers or fractions ``a/b`` separated by commas.
         option: The option the text came from (e.g. ``--eps-l2``), named in errors.
-        allow_zero: Whether a budget of 0 is accepted.
+        allow_zero: Whether a budget of 0 is accepted (by default not: attacking at 0
+            costs a full attack run and tells only the clean accuracy).
 
     Returns:
         The budgets as floats, in the given order.
@@ -162,7 +171,8 @@ def parse_eps_list(text: str, option: str | None = None,
     Raises:
         UserError: In one sentence, if an entry is not a number or a fraction, is NaN,
             infinite, too large or too small for a float, negative (or zero where not
-            allowed), divides by zero, or repeats another.
+            allowed), divides by zero, or repeats another (a Linf budget of 1 or more is
+            refused by :class:`ThreatModel`).
     """
     where = f" in {option}" if option else ""
     # spaces inside a fraction ("8 / 255") are not Fraction syntax; drop them all
