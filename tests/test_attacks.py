@@ -558,6 +558,8 @@ def test_points_a_warm_start_leaves_unbroken_are_attacked_again_from_scratch(dig
     monkeypatch.setattr(FMN, "run_warm", lambda self, model, x, *args: x.clone())
     warm = FMN()(model, x, y, threat, seed=0, starting_points=halfway)
     assert warm.warm_started > 0.5 * ok.sum()
+    assert warm.restarted_cold is not None and warm.restarted_cold.sum() >= warm.warm_started
+    assert cold.restarted_cold is None  # no starting points: nothing restarted
     assert np.isfinite(warm.distances[ok]).all()
     assert not np.isnan(warm.adversarials[ok]).any()
     np.testing.assert_array_equal(warm.robust, np.stack([warm.distances > e

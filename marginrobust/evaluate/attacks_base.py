@@ -67,6 +67,9 @@ class AttackResult:
             where none was found); minimal-norm attacks only. They can warm-start the
             same attack on a later checkpoint (``starting_points``).
         warm_started: How many points started from given ``starting_points``.
+        restarted_cold: bool [n], the points that an evaluation with ``starting_points``
+            left without an adversarial example and attacked again from scratch (None:
+            no starting points were used).
     """
 
     name: str
@@ -79,6 +82,7 @@ class AttackResult:
     logit_scale: float = 1.0
     adversarials: np.ndarray | None = None
     warm_started: int = 0
+    restarted_cold: np.ndarray | None = None
 
     def clean_accuracy(self) -> float:
         """Fraction of points classified correctly without attack."""
@@ -97,6 +101,7 @@ class _Outcome:
     distances: np.ndarray | None = None
     adversarials: np.ndarray | None = None
     warm_started: int = 0
+    restarted_cold: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -243,7 +248,8 @@ class Attack(ABC):
                             clean_correct=correct.cpu().numpy(), robust=out.robust,
                             distances=out.distances, seconds=time.perf_counter() - start,
                             logit_scale=scaled.scale, adversarials=out.adversarials,
-                            warm_started=out.warm_started)
+                            warm_started=out.warm_started,
+                            restarted_cold=out.restarted_cold)
 
     @abstractmethod
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

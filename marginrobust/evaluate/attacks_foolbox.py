@@ -240,6 +240,7 @@ class FMN(MinimalNormAttack):
         if starts is None or out.distances is None or out.adversarials is None:
             return out
         retry = correct.cpu().numpy() & ~np.isfinite(out.distances)
+        out.restarted_cold = retry
         if not retry.any():
             return out
         cold = super()._evaluate(model, x, y, torch.from_numpy(retry).to(correct.device),
