@@ -13,6 +13,9 @@ certificates' batch size):
 The one-off ``operator_norm_bounds`` (per model and input shape) is reported as a ratio to
 the same float32 forward pass, with its seconds beside it.
 
+On the CPU, then the tightness rows of :mod:`.certify_tightness` (radii against exact
+MILP distances and FMN; its table rides on its first row).
+
 With ``--device cuda`` the same rows on the GPU (CUDA-synchronised, the float32 forward
 with TF32 off), for the CNN at N = 5,000 and the full-width VGG-16 at N = 1,000;
 ``--tiny`` runs them at toy sizes on the CPU.
@@ -33,6 +36,7 @@ from marginrobust.evaluate.certify import (
 )
 from marginrobust.precision import measurement_precision
 
+from . import certify_tightness
 from .common import Row, dry_run, fmt_s, images28, images32, interleave, med, reps_for, row
 
 TARGET = 3.0
@@ -103,7 +107,7 @@ def run(quick: bool = False, device: str = "cpu", tiny: bool = False) -> list[Ro
     y32 = torch.randint(0, 10, (n_vgg,), generator=gen)
     vgg = create_model("vgg16", in_chans=3, img_size=32, width=0.25).eval()
     rows += _bench_model("vgg16 width 0.25, 32x32 (noise)", vgg, x32, y32, reps)
-    return rows
+    return rows + certify_tightness.run(quick)
 
 
 def _device_rows(quick: bool, device: str, tiny: bool) -> list[Row]:

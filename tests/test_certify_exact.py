@@ -190,5 +190,5 @@ def test_l2_is_refused_and_cheap_rule():
     with pytest.raises(UserError, match="quadratic"):
         exact_linf_distances(model, x, y, norm="L2")
     assert exact_is_cheap(build_chain(model, (1, 6, 6)))
-    big = nn.Sequential(nn.Flatten(), nn.Linear(36, 300), nn.ReLU(), nn.Linear(300, 4))
+    big = nn.Sequential(nn.Flatten(), nn.Linear(36, 64), nn.ReLU(), nn.Linear(64, 4))
     assert not exact_is_cheap(build_chain(big, (1, 6, 6)))
