@@ -116,6 +116,21 @@ def test_two_ranks_train_as_one_process(reference, two_ranks):
     assert (out / "metrics.csv").read_text().count("\n") == 22
 
 
+def test_two_ranks_judge_chunks_as_one_process(tmp_path):
+    """loss-based-fast: the chunk checks are reduced exactly, so 2 ranks accept and roll
+    back the same chunks as one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    fast = ["--schedule", "loss-based-fast", "--lr", "3", "--epochs", "8"]
+    s = spec(8)
+    s.train.schedule, s.train.lr = "loss-based-fast", 3.0
+    train_run(one, s)
+    run_job(torchrun("train", "--out", str(two), *fast, *TRAIN), tmp_path)
+    want = read_metrics(one)
+    assert sum(r["rollbacks"] for r in want) >= 3  # chunks were rolled back
+    assert want[-1]["grad_evals"] > want[-1]["step"]
+    assert_close(read_metrics(two), want)
+
+
 def test_a_two_rank_run_resumes_in_one_process(reference, two_ranks, tmp_path):
     out = tmp_path / "run"
     run_job(torchrun("train", "--out", str(out), "--epochs", "10", *TRAIN), tmp_path)

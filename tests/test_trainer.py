@@ -112,7 +112,7 @@ def test_trainer_rolls_back_to_exact_parameters(digits):
     assert trainer.grad_evals > trainer.step
 
 
-@pytest.mark.parametrize("schedule", ["loss-based", "loss-based-capped"])
+@pytest.mark.parametrize("schedule", ["loss-based", "loss-based-capped", "loss-based-fast"])
 def test_accepted_epochs_never_increase_the_loss(digits, schedule):
     torch.manual_seed(1)
     model = create_model("cnn", in_chans=1, img_size=8, width=0.25)
@@ -211,7 +211,8 @@ def test_capped_schedule_resumes_exactly_after_its_cap_is_set(digits):
     ("epochs", -1, "--epochs must be a whole number, 0 or more, not -1"),
     ("epochs", 2.5, "--epochs must be a whole number, 0 or more, not 2.5"),
     ("batch_size", -3, "--batch-size must be a whole number, 0 (full batch) or more, not -3"),
-    ("schedule", "cosine", "--schedule must be one of loss-based, loss-based-capped, constant"),
+    ("schedule", "cosine",
+     "--schedule must be one of loss-based, loss-based-capped, loss-based-fast, constant"),
     ("lr_up", 0.5, "lr_up must be >= 1, not 0.5"),
     ("lr_down", 1.0, "lr_down must be > 1, not 1"),
     ("alpha_min", math.nan, "alpha_min must be 0 or more, not nan"),
@@ -328,11 +329,11 @@ def test_a_non_homogeneous_model_warns_once_and_marks_its_order_nominal(digits):
 def test_every_schedule_follows_the_protocol_without_new_state():
     from marginrobust.train.schedules import SCHEDULES, Schedule
 
-    expected = {"loss-based": (True, "alpha"), "loss-based-capped": (True, "alpha"),
-                "constant": (False, "diverged")}
+    expected = {"loss-based": (True, "alpha", 0), "loss-based-capped": (True, "alpha", 0),
+                "loss-based-fast": (True, "alpha", 7), "constant": (False, "diverged", 0)}
     for name in SCHEDULES:
         s = make_schedule(name, 0.1)
         assert isinstance(s, Schedule)
-        assert (s.uses_loss_frame, s.exhausted_reason) == expected[name]
+        assert (s.uses_loss_frame, s.exhausted_reason, s.chunk_steps) == expected[name]
         # Class-level answers stay out of the resume state (checkpoints are unchanged).
         assert not {"uses_loss_frame", "exhausted_reason"} & set(s.state_dict())

@@ -63,8 +63,9 @@ class Schedule(Protocol):
     def end_epoch(self, log_mean_loss: float | None) -> bool:
         """Judge an epoch by its new mean loss (None: it exploded); True = accept."""
 
-    def end_chunk(self, log_mean_loss: float | None) -> bool:
-        """Judge a chunk of ``chunk_steps`` steps likewise (only when ``chunk_steps`` > 0)."""
+    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
+        """Judge a chunk of ``chunk_steps`` steps likewise (only when ``chunk_steps`` > 0);
+        ``last``: the epoch's last chunk."""
 
     @property
     def exhausted(self) -> bool:
@@ -127,7 +128,7 @@ class LossBasedSchedule:
             self.alpha /= self.down
         return ok
 
-    def end_chunk(self, log_mean_loss: float | None) -> bool:
+    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
         """Not used: this schedule judges whole epochs (``chunk_steps`` = 0)."""
         raise NotImplementedError(f"{self.name} judges whole epochs, not chunks")
 
@@ -182,48 +183,34 @@ class CappedLossBasedSchedule(LossBasedSchedule):
 
 @dataclass
 class FastLossBasedSchedule(LossBasedSchedule):
-    """The paper's step η = α/𝓛̄, judged every ``chunk_steps`` SGD steps instead of every
-    epoch (an option; the paper's :class:`LossBasedSchedule` stays the default).
+    """The paper's step η = α/𝓛̄ and rule, judged every ``chunk_steps`` SGD steps instead
+    of every epoch (an option; the paper's :class:`LossBasedSchedule` stays the default).
 
-    The paper rolls a whole epoch back when it raised the mean training loss, and its α
-    walk (×2^{1/5} per accept, ÷2^{1/10} per rollback) settles where two attempts in
-    three fail, so two thirds of the gradient evaluations are thrown away. Here the
-    trainer measures the full-set mean loss after every chunk of ``chunk_steps`` steps
-    (a forward pass over the training set, no gradient) and hands it to
-    :meth:`end_chunk`, judged exactly as the paper judges an epoch: accepted when finite
-    and not above the last accepted mean loss, which then becomes the frame 𝓛̄; otherwise
-    the chunk alone is rolled back, α ← α/``down``, and the chunk redone on the same
-    batches. α rises by ``chunk_up`` per accepted chunk, far less than it falls after a
-    rollback, so at equilibrium about one chunk in 1 + log(down)/log(chunk_up) fails,
-    instead of two epochs in three. An epoch is accepted once all its chunks are; since
-    each accepted chunk's loss is at most the one before, no accepted epoch raises the
-    loss.
+    After every chunk of ``chunk_steps`` steps the trainer measures the full-set mean
+    loss (a forward pass over the training set, no gradient) and hands it to
+    :meth:`end_chunk`, which judges it exactly as the paper judges an epoch: accepted
+    when finite and not above the last accepted mean loss, which then becomes the frame
+    𝓛̄ and α ← α·``up``; otherwise only the chunk is rolled back, α ← α/``down``, and the
+    chunk is redone on the same batches. An epoch is accepted once all its chunks are;
+    each accepted chunk's loss is at most the one before, so no accepted epoch raises
+    the loss. A rollback costs a chunk instead of an epoch, but the walk still settles
+    where two attempts in three fail (docs/science.md: what ``loss-based-fast`` changes).
 
     Attributes:
-        chunk_steps: SGD steps per judged chunk (the last chunk of an epoch may be
-            shorter).
-        chunk_up: Factor on α after an accepted chunk (``up`` is unused).
+        chunk_steps: SGD steps per judged chunk (an epoch's last chunk may be shorter).
     """
 
-    chunk_steps: int = 4  # type: ignore[misc]
-    chunk_up: float = 2 ** (1 / 40)
+    chunk_steps: int = 7  # type: ignore[misc]
     name: str = "loss-based-fast"
 
     def end_epoch(self, log_mean_loss: float | None) -> bool:
         """Not used: this schedule judges chunks (:meth:`end_chunk`)."""
         raise NotImplementedError(f"{self.name} judges chunks, not whole epochs")
 
-    def end_chunk(self, log_mean_loss: float | None) -> bool:
-        """Judge a chunk by the new full-set mean loss (None: it exploded); True = accept."""
-        ok = (log_mean_loss is not None and math.isfinite(log_mean_loss)
-              and log_mean_loss <= self.log_frame)
-        if ok:
-            assert log_mean_loss is not None
-            self.log_frame = log_mean_loss
-            self.alpha *= self.chunk_up
-        else:
-            self.alpha /= self.down
-        return ok
+    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
+        """Judge a chunk by the new full-set mean loss (None: it exploded); True = accept.
+        ``last`` (the epoch's last chunk) changes nothing: every chunk moves the frame."""
+        return super().end_epoch(log_mean_loss)
 
 
 @dataclass
@@ -261,7 +248,7 @@ class ConstantSchedule:
         self.diverged = not ok
         return ok
 
-    def end_chunk(self, log_mean_loss: float | None) -> bool:
+    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
         """Not used: this schedule judges whole epochs (``chunk_steps`` = 0)."""
         raise NotImplementedError("constant judges whole epochs, not chunks")
 

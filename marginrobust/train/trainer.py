@@ -33,7 +33,7 @@ from torch import nn
 from .. import distributed
 from ..errors import UserError
 from ..io import resolve_device
-from ..margins import LN10, margin_stats
+from ..margins import LN10, log_losses, log_sum_loss, margin_stats, predict_logits
 from ..models import homogeneity_order, weight_layers
 from ..precision import deterministic_algorithms, measurement_precision, training_precision
 from .callbacks import Callback, state_keys
@@ -154,30 +154,38 @@ class Trainer:
         return margin_stats(self.model, x[lo:hi], y[lo:hi], self.order, bs, across_ranks=True)
 
     # ------------------------------------------------------------------ one epoch
-    def _epoch_plan(self) -> tuple[torch.Tensor, int, float, float]:
-        """The epoch's data order, batch size, loss frame F and explosion limit; sets the
-        optimiser's rate. The same on every rank: the generator is replicated."""
+    def _epoch_order(self) -> tuple[torch.Tensor, int]:
+        """The epoch's data order and batch size. The same on every rank: the generator
+        is replicated."""
         n = len(self.x_train)
         bs = self.config.batch_size or n
-        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        return torch.randperm(n, generator=self.generator).to(self.device), bs
+
+    def _step_plan(self) -> tuple[float, float]:
+        """The loss frame F and explosion limit of the next steps; sets the optimiser's
+        rate (both follow the schedule, which may change them within an epoch)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate
-        frame = self.schedule.log_frame
         # The ratio test needs a loss frame: without one the relative loss is the loss.
         limit = self.config.explode_ratio if self.schedule.uses_loss_frame else math.inf
-        return perm, bs, frame, limit
+        return self.schedule.log_frame, limit
 
     def _run_epoch(self) -> tuple[int, bool]:
         """One pass over the data; returns (steps taken, whether a batch exploded)."""
+        perm, bs = self._epoch_order()
+        return self._run_batches(perm, range(0, len(perm), bs), bs)
+
+    def _run_batches(self, perm: torch.Tensor, starts: range, bs: int) -> tuple[int, bool]:
+        """One SGD step on each batch ``perm[i:i + bs]``, i in ``starts``, at the
+        schedule's current rate and frame; returns (steps, whether a batch exploded)."""
         if self.world > 1:
-            return self._run_epoch_shared()
+            return self._run_batches_shared(perm, starts, bs)
         self.model.train()
-        perm, bs, frame, limit = self._epoch_plan()
-        n = len(perm)
+        frame, limit = self._step_plan()
         # Explosion is tracked on the device and read once per epoch: no per-batch sync.
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         steps = 0
-        for i in range(0, n, bs):
+        for i in starts:
             idx = perm[i:i + bs]
             logits = self.model(self.x_train[idx])
             # Relative loss mean exp(log ℓ − F): its gradient times α is η ∇(mean loss).
@@ -190,18 +198,19 @@ class Trainer:
             steps += 1
         return steps, bool(bad)
 
-    def _run_epoch_shared(self) -> tuple[int, bool]:
-        """:meth:`_run_epoch` with every global batch split over the ranks.
+    def _run_batches_shared(self, perm: torch.Tensor, starts: range, bs: int
+                            ) -> tuple[int, bool]:
+        """:meth:`_run_batches` with every global batch split over the ranks.
 
         Rank r takes the r-th contiguous share of each batch of the single-process order
         (:func:`~marginrobust.distributed.share_bounds`), and the ranks' gradients are
         summed before every step, so each step is that of the whole batch's mean loss.
         """
         self.model.train()
-        perm, bs, frame, limit = self._epoch_plan()
+        frame, limit = self._step_plan()
         params = [p for p in self.model.parameters() if p.requires_grad]
         parts = []
-        for i in range(0, len(perm), bs):
+        for i in starts:
             idx = perm[i:i + bs]
             lo, hi = distributed.share_bounds(len(idx), self.world, self.rank)
             self.optimizer.zero_grad(set_to_none=True)
@@ -272,6 +281,8 @@ class Trainer:
 
     def _advance_one_epoch(self) -> str | None:
         """Attempt epochs until one is accepted; a stop reason if none can be."""
+        if self.schedule.chunk_steps:
+            return self._advance_in_chunks()
         rollbacks = 0
         while True:
             start = time.perf_counter()
@@ -298,6 +309,87 @@ class Trainer:
                 return self._exhausted_reason()
             if self._out_of_time():
                 return "time"
+
+    def _advance_in_chunks(self) -> str | None:
+        """One epoch judged chunk by chunk (``schedule.chunk_steps`` steps each): a chunk
+        that raised the full-set mean loss, or exploded, is rolled back alone and redone
+        on the same batches at the schedule's new rate. Returns a stop reason if the
+        epoch cannot be completed; the run is then left as the last accepted epoch left
+        it (parameters, schedule, data order), like a rolled-back epoch of the paper's.
+        """
+        epoch_start = (self._snapshot(), self.schedule.state_dict(),
+                       self.generator.get_state())
+        perm, bs = self._epoch_order()
+        starts = range(0, len(perm), bs)
+        k = self.schedule.chunk_steps
+        chunks = [starts[j:j + k] for j in range(0, len(starts), k)]
+        rollbacks = steps = 0
+        start = time.perf_counter()
+        for c, chunk in enumerate(chunks):
+            last = c == len(chunks) - 1
+            while True:
+                saved = self._snapshot()
+                taken, exploded = self._run_batches(perm, chunk, bs)
+                self.grad_evals += taken
+                # The last chunk's check is the epoch's record: one measurement for both.
+                train = None if exploded or not last else self._train_stats()
+                log_mean = (None if exploded else train["log10_mean_loss"] * LN10
+                            if train is not None else self._train_log_mean_loss())
+                if self.schedule.end_chunk(log_mean, last):
+                    steps += taken
+                    break
+                self.model.load_state_dict(saved)
+                rollbacks += 1
+                why = "exploded" if exploded else "loss rose"
+                for cb in self.callbacks:
+                    cb.on_rollback(self, self.epoch + 1, why)
+                # The time so far, taken as every rank took it: the same decision on all.
+                self._add_wall(start)
+                start = time.perf_counter()
+                reason = (self._exhausted_reason() if self.schedule.exhausted
+                          else "time" if self._out_of_time() else None)
+                if reason is not None:
+                    self._restore_epoch_start(*epoch_start)
+                    return reason
+        self.epoch += 1
+        self.step += steps
+        self.record = self.measure(rollbacks, train)
+        self._add_wall(start)
+        self.record["wall_s"] = self.wall_s
+        self._emit(self.record)
+        return None
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the parameters and buffers, to roll back to."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _restore_epoch_start(self, model: dict[str, torch.Tensor], schedule: dict[str, Any],
+                             generator: torch.Tensor) -> None:
+        """Undo a partly done epoch: the state of the last accepted epoch, whose record
+        stands (a final checkpoint then holds the state its record describes)."""
+        self.model.load_state_dict(model)
+        self.schedule.load_state_dict(schedule)
+        self.generator.set_state(generator)
+
+    def _train_log_mean_loss(self) -> float:
+        """log 𝓛̄ (natural log) of the whole training set: the bits of the measurement's
+        ``log10_mean_loss`` times ln 10, without the margins (one forward pass, no
+        gradient; under a group each rank's share, reduced as the measurement does)."""
+        with measurement_precision():
+            self.model.eval()
+            x, y = self.x_train, self.y_train
+            if self.world > 1:
+                lo, hi = distributed.share_bounds(len(x), self.world, self.rank)
+                x, y = x[lo:hi], y[lo:hi]
+            logits = predict_logits(self.model, x, self.config.eval_batch_size)
+            log_l = log_losses(logits, y.to(logits.device))
+            if self.world > 1:  # as margins.reduce_shares sums them
+                log_loss = float(distributed.all_logsumexp(
+                    torch.logsumexp(log_l.to(torch.float64), dim=0).cpu()))
+            else:
+                log_loss = log_sum_loss(log_l)
+        # The operations of margins._stats and of the epoch check, in their order.
+        return (log_loss - math.log(len(self.x_train))) / LN10 * LN10
 
     def _exhausted_reason(self) -> str:
         return self.schedule.exhausted_reason
