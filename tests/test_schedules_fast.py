@@ -11,43 +11,58 @@ import pytest
 import torch
 
 from marginrobust import Callback, TrainConfig, Trainer, create_model
-from marginrobust.margins import LN10
 from marginrobust.train.schedules import FastLossBasedSchedule, make_schedule
 
 
-def test_chunk_rule_is_the_papers_epoch_rule():
+def test_the_epoch_rule_is_the_papers_and_the_guard_lowers_alpha():
     s = make_schedule("loss-based-fast", 0.1)
-    assert isinstance(s, FastLossBasedSchedule) and s.chunk_steps == 7
+    assert isinstance(s, FastLossBasedSchedule) and s.chunk_steps == 3
+    assert s.guard_ratio == 3.0
     s.start(math.log(2.0))
-    assert s.end_chunk(math.log(1.5))
+    assert s.end_epoch(math.log(1.5))
     assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 5)) and s.log_frame == math.log(1.5)
     a = s.alpha
-    assert not s.end_chunk(math.log(1.6))           # loss rose: the chunk is rolled back
+    assert not s.end_epoch(math.log(1.6))           # loss rose: the epoch is rolled back
     assert s.alpha == pytest.approx(a / 2 ** (1 / 10)) and s.log_frame == math.log(1.5)
-    assert not s.end_chunk(None) and not s.end_chunk(math.nan)
-    assert s.end_chunk(math.log(1.5), last=True)    # equal loss is accepted (≤)
-    with pytest.raises(NotImplementedError):
-        s.end_epoch(0.0)
+    assert not s.end_epoch(None) and not s.end_epoch(math.nan)
+    a = s.alpha
+    assert s.guard() and s.guarded == 1
+    assert s.alpha == pytest.approx(a / 2 ** (1 / 10))
+    assert s.end_epoch(math.log(1.5)) and s.guarded == 0  # equal loss is accepted (≤)
     restored = FastLossBasedSchedule()
     restored.load_state_dict(s.state_dict())
     assert restored == s
 
 
-def _trainer(digits, epochs, lr=1.0, callbacks=(), **cfg):
+def test_guard_options_deeper_cut_hold_and_a_bounded_number_of_redos():
+    s = FastLossBasedSchedule(alpha=1.0, guard_down_power=2, guard_holds=True, guard_redos=2)
+    s.start(0.0)
+    assert s.guard() and s.alpha == pytest.approx(2 ** (-2 / 10))
+    assert not s.guard()  # the second of two: the rest of the attempt runs unchecked
+    a = s.alpha
+    assert s.end_epoch(-1.0) and s.alpha == a       # the guard fired: α is kept
+    assert s.end_epoch(-2.0) and s.alpha == pytest.approx(a * 2 ** (1 / 5))
+
+
+def _trainer(digits, epochs, lr=1.0, callbacks=(), schedule=None, **cfg):
     torch.manual_seed(0)
     model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
-    # 300 points in batches of 25: 12 steps, two chunks of 7 and 5.
+    # 300 points in batches of 25: 12 steps, four chunks of 3.
     config = TrainConfig(epochs=epochs, batch_size=25, lr=lr, device="cpu",
                          schedule="loss-based-fast", **cfg)
-    return Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
-                   config, list(callbacks))
+    t = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                config, list(callbacks))
+    for k, v in (schedule or {}).items():
+        setattr(t.schedule, k, v)
+    return t
 
 
 class Recorder(Callback):
-    """Records, the parameters of each accepted epoch, and the resume state there."""
+    """Records, the parameters of each accepted epoch, the resume state there, and the
+    rollbacks by kind."""
 
     def __init__(self):
-        self.records, self.states, self.rollbacks = [], [], 0
+        self.records, self.states, self.rollbacks, self.whys = [], [], 0, []
 
     def on_epoch_end(self, trainer, record):
         self.records.append(record)
@@ -55,28 +70,94 @@ class Recorder(Callback):
 
     def on_rollback(self, trainer, epoch, why):
         self.rollbacks += 1
+        self.whys.append(why)
 
 
-def test_no_accepted_epoch_raises_the_summed_loss_and_chunks_roll_back(digits):
+def test_no_accepted_epoch_raises_the_summed_loss_and_the_guard_redoes_chunks(digits):
     rec = Recorder()
     t = _trainer(digits, 12, lr=30.0, callbacks=[rec])
     t.fit()
     losses = [r["log10_loss"] for r in rec.records]
     assert len(losses) == 13
     assert all(b <= a for a, b in zip(losses, losses[1:])), losses
-    assert rec.rollbacks > 0 and t.grad_evals > t.step
-    # The rollbacks cost chunks, not epochs: 7 or 5 steps each.
-    assert (t.grad_evals - t.step) <= 7 * rec.rollbacks
+    guards = rec.whys.count("chunk exploded")
+    epochs = len(rec.whys) - guards
+    assert guards > 0 and t.grad_evals > t.step
+    # A rolled-back epoch costs its 12 steps, a guard rollback at most two chunks of 3.
+    assert t.grad_evals - t.step <= 12 * epochs + 6 * guards
     assert t.step == 12 * 12
     assert sum(r["rollbacks"] for r in rec.records) == rec.rollbacks
 
 
-def test_the_chunk_check_has_the_bits_of_the_epoch_measurement(digits):
-    t = _trainer(digits, 2)
+def test_without_a_guard_the_chunked_epochs_are_the_papers_bit_for_bit(digits):
+    fast = _trainer(digits, 8, lr=30.0, schedule={"guard_ratio": math.inf})
+    fast.fit()
+    torch.manual_seed(0)
+    model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+    paper = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                    TrainConfig(epochs=8, batch_size=25, lr=30.0, device="cpu"))
+    paper.fit()
+    assert paper.grad_evals > paper.step  # epochs were rolled back
+    assert (fast.grad_evals, fast.step, fast.schedule.alpha, fast.schedule.log_frame) == (
+        paper.grad_evals, paper.step, paper.schedule.alpha, paper.schedule.log_frame)
+    for k, v in paper.model.state_dict().items():
+        assert torch.equal(v, fast.model.state_dict()[k])
+
+
+def test_an_attempts_first_batch_is_never_held_against_it_and_redos_are_bounded(digits):
+    rec = Recorder()
+    # Every batch is "exploded" at ratio 0: the guard fires at the attempt's second batch
+    # (the first shows the starting point) until its 3 redos are spent.
+    t = _trainer(digits, 2, callbacks=[rec], schedule={"guard_ratio": 0.0, "guard_redos": 3})
+    assert t.fit() == "epochs"
+    attempts = t.epoch + rec.whys.count("loss rose") + rec.whys.count("exploded")
+    assert rec.whys.count("chunk exploded") == 3 * attempts
+    # Each redo went back to the attempt's start and cost its first chunk's 3 steps.
+    assert t.grad_evals == 12 * attempts + 9 * attempts
+
+
+class FlagOnce:
+    """Wraps ``_run_batches``: the first time a chunk opens at step ``at``, its first
+    batch reads as not finite (as if the step before had exploded)."""
+
+    def __init__(self, trainer, at):
+        self.trainer, self.run, self.at, self.done = trainer, trainer._run_batches, at, False
+        self.states = {}  # the parameters where each chunk first began
+
+    def __call__(self, perm, starts, bs):
+        self.states.setdefault(starts.start, copy.deepcopy(self.trainer.model.state_dict()))
+        steps, rels = self.run(perm, starts, bs)
+        if not self.done and starts.start == self.at * bs:
+            self.done = True
+            rels = rels.clone()
+            rels[0] = math.nan
+        return steps, rels
+
+
+class StateAtRollback(Callback):
+    def __init__(self):
+        self.at = []
+
+    def on_rollback(self, trainer, epoch, why):
+        self.at.append((why, copy.deepcopy(trainer.model.state_dict())))
+
+
+def test_a_chunk_opening_on_an_explosion_blames_the_chunk_before(digits):
+    seen = StateAtRollback()
+    t = _trainer(digits, 1, callbacks=[seen], schedule={"guard_ratio": math.inf})
+    flag = t._run_batches = FlagOnce(t, 6)  # chunk 2 opens at step 6: chunk 1 took step 5
     t.fit()
-    stats = t._train_stats()
-    assert t._train_log_mean_loss() == stats["log10_mean_loss"] * LN10
-    assert t.schedule.log_frame == t.record["log10_mean_loss"] * LN10
+    assert seen.at and seen.at[0][0] == "chunk exploded"
+    # Back to chunk 1's start (step 3), not chunk 2's (step 6).
+    back, chunk1, chunk2 = seen.at[0][1], flag.states[3 * 25], flag.states[6 * 25]
+    assert all(torch.equal(v, chunk1[k]) for k, v in back.items())
+    assert any(not torch.equal(v, chunk2[k]) for k, v in back.items())
+    rolled = [r for r in seen.at if r[0] == "chunk exploded"]
+    assert len(rolled) == 1
+    # Chunks 1 and 2 were redone: 6 steps more than the accepted epochs' (plus whole
+    # rolled-back epochs, if any).
+    epochs = len(seen.at) - 1
+    assert t.grad_evals == t.step + 6 + 12 * epochs
 
 
 class Interrupt(Exception):

@@ -34,9 +34,11 @@ class Schedule(Protocol):
         uses_loss_frame: Whether ``log_frame`` follows the loss; only then is a batch
             loss above ``explode_ratio`` times the frame an explosion.
         exhausted_reason: The stop reason once :attr:`exhausted` (``alpha``, ``diverged``).
-        chunk_steps: 0 when the schedule judges whole epochs (:meth:`end_epoch`); else
-            the number of SGD steps of a chunk, each judged on its own by
-            :meth:`end_chunk` (:class:`FastLossBasedSchedule`).
+        chunk_steps: 0 when nothing is checked inside an epoch; else the number of SGD
+            steps between two checks of the batches' relative losses against
+            ``guard_ratio`` (:class:`FastLossBasedSchedule`).
+        guard_ratio: A batch's relative loss above it, inside an epoch, makes the trainer
+            redo the chunk at a lower α (:meth:`guard`); inf when ``chunk_steps`` = 0.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Schedule(Protocol):
     uses_loss_frame: ClassVar[bool]
     exhausted_reason: ClassVar[str]
     chunk_steps: int
+    guard_ratio: float
 
     def start(self, log_mean_loss: float) -> None:
         """Take the initial model's mean loss (natural log)."""
@@ -63,9 +66,9 @@ class Schedule(Protocol):
     def end_epoch(self, log_mean_loss: float | None) -> bool:
         """Judge an epoch by its new mean loss (None: it exploded); True = accept."""
 
-    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
-        """Judge a chunk of ``chunk_steps`` steps likewise (only when ``chunk_steps`` > 0);
-        ``last``: the epoch's last chunk."""
+    def guard(self) -> bool:
+        """A chunk exploded and is redone (only when ``chunk_steps`` > 0): lower α;
+        False once the rest of the epoch attempt is to run unchecked."""
 
     @property
     def exhausted(self) -> bool:
@@ -101,6 +104,7 @@ class LossBasedSchedule:
     uses_loss_frame: ClassVar[bool] = True
     exhausted_reason: ClassVar[str] = "alpha"
     chunk_steps: ClassVar[int] = 0
+    guard_ratio: ClassVar[float] = math.inf
 
     def start(self, log_mean_loss: float) -> None:
         """Set the frame from the mean loss of the initial model."""
@@ -128,9 +132,9 @@ class LossBasedSchedule:
             self.alpha /= self.down
         return ok
 
-    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
-        """Not used: this schedule judges whole epochs (``chunk_steps`` = 0)."""
-        raise NotImplementedError(f"{self.name} judges whole epochs, not chunks")
+    def guard(self) -> bool:
+        """Not used: this schedule checks nothing inside an epoch (``chunk_steps`` = 0)."""
+        raise NotImplementedError(f"{self.name} checks nothing inside an epoch")
 
     @property
     def exhausted(self) -> bool:
@@ -183,34 +187,54 @@ class CappedLossBasedSchedule(LossBasedSchedule):
 
 @dataclass
 class FastLossBasedSchedule(LossBasedSchedule):
-    """The paper's step η = α/𝓛̄ and rule, judged every ``chunk_steps`` SGD steps instead
-    of every epoch (an option; the paper's :class:`LossBasedSchedule` stays the default).
+    """The paper's step η = α/𝓛̄ and epoch rule, with a cheap guard inside the epoch that
+    stops an exploding epoch early (an option; :class:`LossBasedSchedule` stays the default).
 
-    After every chunk of ``chunk_steps`` steps the trainer measures the full-set mean
-    loss (a forward pass over the training set, no gradient) and hands it to
-    :meth:`end_chunk`, which judges it exactly as the paper judges an epoch: accepted
-    when finite and not above the last accepted mean loss, which then becomes the frame
-    𝓛̄ and α ← α·``up``; otherwise only the chunk is rolled back, α ← α/``down``, and the
-    chunk is redone on the same batches. An epoch is accepted once all its chunks are;
-    each accepted chunk's loss is at most the one before, so no accepted epoch raises
-    the loss. A rollback costs a chunk instead of an epoch, but the walk still settles
-    where two attempts in three fail (docs/science.md: what ``loss-based-fast`` changes).
+    The epoch is decided exactly as in the paper (:meth:`end_epoch`): accepted iff its
+    full-set mean loss is finite and not above the last accepted one, else rolled back
+    whole with α ← α/``down``, so no accepted epoch raises the loss. Inside the epoch the
+    trainer runs chunks of ``chunk_steps`` steps and reads the batches' relative losses
+    mean_b exp(log ℓ_b − F), already computed by the steps, once per chunk. A value above
+    ``guard_ratio`` (or not finite) means the steps since the chunk's start made the loss
+    explode: the chunk is undone, :meth:`guard` lowers α, and the chunk is redone on the
+    same batches. About half of the paper's rolled-back epochs explode half-way; they now
+    cost a chunk instead of an epoch (docs/science.md: what ``loss-based-fast`` changes).
 
     Attributes:
-        chunk_steps: SGD steps per judged chunk (an epoch's last chunk may be shorter).
+        chunk_steps: SGD steps between guard checks (an epoch's last chunk may be shorter).
+        guard_ratio: A batch's relative loss above it means the chunk exploded.
+        guard_down_power: A guard rollback divides α by ``down`` to this power.
+        guard_holds: After an accepted epoch in which the guard fired, keep α (no ×``up``).
+        guard_redos: At most this many guard rollbacks per epoch attempt; then the attempt
+            runs to its end unguarded and the epoch rule decides (a batch whose relative
+            loss is high at every α must not drive α to ``alpha_min``).
+        guarded: Guard rollbacks in the current epoch attempt.
     """
 
-    chunk_steps: int = 7  # type: ignore[misc]
+    chunk_steps: int = 3  # type: ignore[misc]
+    guard_ratio: float = 3.0  # type: ignore[misc]
+    guard_down_power: int = 1
+    guard_holds: bool = False
+    guard_redos: int = 8
+    guarded: int = 0
     name: str = "loss-based-fast"
 
     def end_epoch(self, log_mean_loss: float | None) -> bool:
-        """Not used: this schedule judges chunks (:meth:`end_chunk`)."""
-        raise NotImplementedError(f"{self.name} judges chunks, not whole epochs")
+        """Judge an epoch as the paper does; with ``guard_holds``, an accepted epoch in
+        which the guard fired keeps its α."""
+        alpha, fired = self.alpha, self.guarded > 0
+        ok = super().end_epoch(log_mean_loss)
+        if ok and fired and self.guard_holds:
+            self.alpha = alpha
+        self.guarded = 0
+        return ok
 
-    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
-        """Judge a chunk by the new full-set mean loss (None: it exploded); True = accept.
-        ``last`` (the epoch's last chunk) changes nothing: every chunk moves the frame."""
-        return super().end_epoch(log_mean_loss)
+    def guard(self) -> bool:
+        """A chunk exploded and is redone: α ← α/``down``^``guard_down_power``; False
+        once ``guard_redos`` rollbacks were spent in this epoch attempt."""
+        self.alpha /= self.down ** self.guard_down_power
+        self.guarded += 1
+        return self.guarded < self.guard_redos
 
 
 @dataclass
@@ -227,6 +251,7 @@ class ConstantSchedule:
     uses_loss_frame: ClassVar[bool] = False
     exhausted_reason: ClassVar[str] = "diverged"
     chunk_steps: ClassVar[int] = 0
+    guard_ratio: ClassVar[float] = math.inf
 
     def start(self, log_mean_loss: float) -> None:
         """Nothing to set: the frame stays at 0, so the relative loss is the loss."""
@@ -248,9 +273,9 @@ class ConstantSchedule:
         self.diverged = not ok
         return ok
 
-    def end_chunk(self, log_mean_loss: float | None, last: bool = False) -> bool:
-        """Not used: this schedule judges whole epochs (``chunk_steps`` = 0)."""
-        raise NotImplementedError("constant judges whole epochs, not chunks")
+    def guard(self) -> bool:
+        """Not used: this schedule checks nothing inside an epoch (``chunk_steps`` = 0)."""
+        raise NotImplementedError("constant checks nothing inside an epoch")
 
     @property
     def exhausted(self) -> bool:

@@ -33,7 +33,7 @@ from torch import nn
 from .. import distributed
 from ..errors import UserError
 from ..io import resolve_device
-from ..margins import LN10, log_losses, log_sum_loss, margin_stats, predict_logits
+from ..margins import LN10, margin_stats
 from ..models import homogeneity_order, weight_layers
 from ..precision import deterministic_algorithms, measurement_precision, training_precision
 from .callbacks import Callback, state_keys
@@ -161,45 +161,50 @@ class Trainer:
         bs = self.config.batch_size or n
         return torch.randperm(n, generator=self.generator).to(self.device), bs
 
-    def _step_plan(self) -> tuple[float, float]:
-        """The loss frame F and explosion limit of the next steps; sets the optimiser's
-        rate (both follow the schedule, which may change them within an epoch)."""
+    def _step_plan(self) -> float:
+        """The loss frame F of the next steps; sets the optimiser's rate (both follow the
+        schedule, which may change them within an epoch)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate
-        # The ratio test needs a loss frame: without one the relative loss is the loss.
-        limit = self.config.explode_ratio if self.schedule.uses_loss_frame else math.inf
-        return self.schedule.log_frame, limit
+        return self.schedule.log_frame
+
+    def _explode_limit(self) -> float:
+        """A batch's relative loss above this (or not finite) makes the epoch explode.
+        The ratio test needs a loss frame: without one the relative loss is the loss."""
+        return self.config.explode_ratio if self.schedule.uses_loss_frame else math.inf
 
     def _run_epoch(self) -> tuple[int, bool]:
         """One pass over the data; returns (steps taken, whether a batch exploded)."""
         perm, bs = self._epoch_order()
-        return self._run_batches(perm, range(0, len(perm), bs), bs)
+        steps, rels = self._run_batches(perm, range(0, len(perm), bs), bs)
+        # Read once per epoch: one device sync, none per batch.
+        limit = self._explode_limit()
+        return steps, bool((~torch.isfinite(rels) | (rels > limit)).any())
 
-    def _run_batches(self, perm: torch.Tensor, starts: range, bs: int) -> tuple[int, bool]:
+    def _run_batches(self, perm: torch.Tensor, starts: range, bs: int
+                     ) -> tuple[int, torch.Tensor]:
         """One SGD step on each batch ``perm[i:i + bs]``, i in ``starts``, at the
-        schedule's current rate and frame; returns (steps, whether a batch exploded)."""
+        schedule's current rate and frame; returns (steps, the batches' relative losses
+        mean_b exp(log ℓ_b − F), each taken before its step, left on the device)."""
         if self.world > 1:
             return self._run_batches_shared(perm, starts, bs)
         self.model.train()
-        frame, limit = self._step_plan()
-        # Explosion is tracked on the device and read once per epoch: no per-batch sync.
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        steps = 0
+        frame = self._step_plan()
+        rels = []
         for i in starts:
             idx = perm[i:i + bs]
             logits = self.model(self.x_train[idx])
             # Relative loss mean exp(log ℓ − F): its gradient times α is η ∇(mean loss).
             # One fused autograd node (float64 inside) instead of a dozen small kernels.
             rel = framed_loss(logits, self.y_train[idx], frame)
-            bad |= ~torch.isfinite(rel) | (rel > limit)
             self.optimizer.zero_grad(set_to_none=True)
             rel.backward()
             self.optimizer.step()
-            steps += 1
-        return steps, bool(bad)
+            rels.append(rel.detach())
+        return len(rels), torch.stack(rels)
 
     def _run_batches_shared(self, perm: torch.Tensor, starts: range, bs: int
-                            ) -> tuple[int, bool]:
+                            ) -> tuple[int, torch.Tensor]:
         """:meth:`_run_batches` with every global batch split over the ranks.
 
         Rank r takes the r-th contiguous share of each batch of the single-process order
@@ -207,7 +212,7 @@ class Trainer:
         summed before every step, so each step is that of the whole batch's mean loss.
         """
         self.model.train()
-        frame, limit = self._step_plan()
+        frame = self._step_plan()
         params = [p for p in self.model.parameters() if p.requires_grad]
         parts = []
         for i in starts:
@@ -223,10 +228,9 @@ class Trainer:
         # The batches' relative losses summed over the ranks: the same bits on every rank,
         # so every rank sees the same explosion (the measurement below needs them all).
         rel = distributed.all_sum(torch.stack(parts))
-        bad = bool((~torch.isfinite(rel) | (rel > limit)).any())
         # Buffers (running statistics) follow rank 0, so the replicas stay one model.
         distributed.broadcast_tensors_(list(self.model.buffers()))
-        return len(parts), bad
+        return len(parts), rel
 
     def _share_loss(self, idx: torch.Tensor, batch: int, frame: float) -> torch.Tensor:
         """This rank's part Σ_{b ∈ share} exp(log ℓ_b − F) / B of the relative loss of a
@@ -282,7 +286,7 @@ class Trainer:
     def _advance_one_epoch(self) -> str | None:
         """Attempt epochs until one is accepted; a stop reason if none can be."""
         if self.schedule.chunk_steps:
-            return self._advance_in_chunks()
+            return self._advance_guarded()
         rollbacks = 0
         while True:
             start = time.perf_counter()
@@ -310,86 +314,109 @@ class Trainer:
             if self._out_of_time():
                 return "time"
 
-    def _advance_in_chunks(self) -> str | None:
-        """One epoch judged chunk by chunk (``schedule.chunk_steps`` steps each): a chunk
-        that raised the full-set mean loss, or exploded, is rolled back alone and redone
-        on the same batches at the schedule's new rate. Returns a stop reason if the
-        epoch cannot be completed; the run is then left as the last accepted epoch left
-        it (parameters, schedule, data order), like a rolled-back epoch of the paper's.
-        """
-        epoch_start = (self._snapshot(), self.schedule.state_dict(),
+    def _advance_guarded(self) -> str | None:
+        """Attempt epochs until one is accepted, each run in guarded chunks
+        (:meth:`_run_guarded`) and judged whole by the paper's rule; a stop reason if
+        none can be. A stop inside an attempt leaves the run as the attempt found it."""
+        rollbacks = 0
+        while True:
+            attempt = (self._snapshot(), self.schedule.state_dict(),
                        self.generator.get_state())
+            reason, exploded, redone = self._run_guarded(attempt[0])
+            rollbacks += redone
+            if reason is not None:
+                self._restore_attempt(*attempt)
+                return reason
+            start = time.perf_counter()
+            train = None if exploded else self._train_stats()
+            log_mean = None if train is None else train["log10_mean_loss"] * LN10
+            if self.schedule.end_epoch(log_mean):
+                self.epoch += 1
+                self.step += self._epoch_steps()
+                self.record = self.measure(rollbacks, train)
+                self._add_wall(start)
+                self.record["wall_s"] = self.wall_s
+                self._emit(self.record)
+                return None
+            self.model.load_state_dict(attempt[0])
+            self._add_wall(start)
+            rollbacks += 1
+            why = "exploded" if exploded else "loss rose"
+            for cb in self.callbacks:
+                cb.on_rollback(self, self.epoch + 1, why)
+            if self.schedule.exhausted:
+                return self._exhausted_reason()
+            if self._out_of_time():
+                return "time"
+
+    def _epoch_steps(self) -> int:
+        """SGD steps of one epoch."""
+        n = len(self.x_train)
+        bs = self.config.batch_size or n
+        return -(-n // bs)
+
+    def _run_guarded(self, saved: dict[str, torch.Tensor]) -> tuple[str | None, bool, int]:
+        """One epoch attempt in chunks of ``schedule.chunk_steps`` steps, from the state
+        ``saved``; returns (a stop reason or None, whether a batch exploded as the paper
+        counts it, guard rollbacks).
+
+        After each chunk its batches' relative losses are read (one device sync). The
+        loss of batch i is taken before step i, so it shows what steps 0..i−1 did; batch
+        0 shows the attempt's starting point, which no α of this attempt can change, and
+        is never held against it. The first batch i ≥ 1 above ``schedule.guard_ratio`` (or
+        not finite) blames the chunk that took step i − 1: the run goes back to that
+        chunk's start (this chunk's, or the one before when i opens this chunk), the
+        schedule lowers α (:meth:`Schedule.guard`) and the chunks are redone on the same
+        batches. Every step taken counts as a gradient evaluation.
+        """
         perm, bs = self._epoch_order()
         starts = range(0, len(perm), bs)
         k = self.schedule.chunk_steps
         chunks = [starts[j:j + k] for j in range(0, len(starts), k)]
-        rollbacks = steps = 0
-        start = time.perf_counter()
-        for c, chunk in enumerate(chunks):
-            last = c == len(chunks) - 1
-            while True:
-                saved = self._snapshot()
-                taken, exploded = self._run_batches(perm, chunk, bs)
-                self.grad_evals += taken
-                # The last chunk's check is the epoch's record: one measurement for both.
-                train = None if exploded or not last else self._train_stats()
-                log_mean = (None if exploded else train["log10_mean_loss"] * LN10
-                            if train is not None else self._train_log_mean_loss())
-                if self.schedule.end_chunk(log_mean, last):
-                    steps += taken
-                    break
-                self.model.load_state_dict(saved)
-                rollbacks += 1
-                why = "exploded" if exploded else "loss rose"
-                for cb in self.callbacks:
-                    cb.on_rollback(self, self.epoch + 1, why)
-                # The time so far, taken as every rank took it: the same decision on all.
-                self._add_wall(start)
-                start = time.perf_counter()
-                reason = (self._exhausted_reason() if self.schedule.exhausted
-                          else "time" if self._out_of_time() else None)
-                if reason is not None:
-                    self._restore_epoch_start(*epoch_start)
-                    return reason
-        self.epoch += 1
-        self.step += steps
-        self.record = self.measure(rollbacks, train)
+        snapshots = {0: saved}  # the starts of this chunk and the one before
+        limit, guarding, exploded, redone = self._explode_limit(), True, False, 0
+        c, start = 0, time.perf_counter()
+        while c < len(chunks):
+            snapshots.setdefault(c, self._snapshot())
+            taken, rels = self._run_batches(perm, chunks[c], bs)
+            self.grad_evals += taken
+            values = rels.tolist()  # the chunk's one sync
+            bad = [j for j, v in enumerate(values)
+                   if c * k + j > 0 and not v <= self.schedule.guard_ratio]
+            if not (guarding and bad):
+                exploded |= any(not v <= limit for v in values)
+                snapshots.pop(c - 1, None)
+                c += 1
+                continue
+            c = (c * k + bad[0] - 1) // k
+            self.model.load_state_dict(snapshots[c])
+            for later in [j for j in snapshots if j > c]:
+                del snapshots[later]
+            guarding = self.schedule.guard()
+            redone += 1
+            for cb in self.callbacks:
+                cb.on_rollback(self, self.epoch + 1, "chunk exploded")
+            # The time so far, taken as every rank took it: the same decision on all.
+            self._add_wall(start)
+            start = time.perf_counter()
+            if self.schedule.exhausted:
+                return self._exhausted_reason(), exploded, redone
+            if self._out_of_time():
+                return "time", exploded, redone
         self._add_wall(start)
-        self.record["wall_s"] = self.wall_s
-        self._emit(self.record)
-        return None
+        return None, exploded, redone
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         """A copy of the parameters and buffers, to roll back to."""
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def _restore_epoch_start(self, model: dict[str, torch.Tensor], schedule: dict[str, Any],
-                             generator: torch.Tensor) -> None:
-        """Undo a partly done epoch: the state of the last accepted epoch, whose record
-        stands (a final checkpoint then holds the state its record describes)."""
+    def _restore_attempt(self, model: dict[str, torch.Tensor], schedule: dict[str, Any],
+                         generator: torch.Tensor) -> None:
+        """Undo a partly done epoch attempt: the state it started from (a final
+        checkpoint then holds a state from which the run continues as it would have)."""
         self.model.load_state_dict(model)
         self.schedule.load_state_dict(schedule)
         self.generator.set_state(generator)
-
-    def _train_log_mean_loss(self) -> float:
-        """log 𝓛̄ (natural log) of the whole training set: the bits of the measurement's
-        ``log10_mean_loss`` times ln 10, without the margins (one forward pass, no
-        gradient; under a group each rank's share, reduced as the measurement does)."""
-        with measurement_precision():
-            self.model.eval()
-            x, y = self.x_train, self.y_train
-            if self.world > 1:
-                lo, hi = distributed.share_bounds(len(x), self.world, self.rank)
-                x, y = x[lo:hi], y[lo:hi]
-            logits = predict_logits(self.model, x, self.config.eval_batch_size)
-            log_l = log_losses(logits, y.to(logits.device))
-            if self.world > 1:  # as margins.reduce_shares sums them
-                log_loss = float(distributed.all_logsumexp(
-                    torch.logsumexp(log_l.to(torch.float64), dim=0).cpu()))
-            else:
-                log_loss = log_sum_loss(log_l)
-        # The operations of margins._stats and of the epoch check, in their order.
-        return (log_loss - math.log(len(self.x_train))) / LN10 * LN10
 
     def _exhausted_reason(self) -> str:
         return self.schedule.exhausted_reason
