@@ -206,3 +206,17 @@ def test_a_stop_inside_an_epoch_leaves_the_last_accepted_state(digits):
     assert torch.equal(t.generator.get_state(), last["generator"])
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, last["model"][k])
+
+
+def test_with_guard_aborts_an_alarm_ends_the_attempt_as_an_exploded_epoch(digits):
+    rec = Recorder()
+    # Ratio 0: every attempt raises the alarm in its first chunk and is rolled back whole;
+    # α_min is passed after the 5th rollback.
+    t = _trainer(digits, 3, callbacks=[rec], alpha_min=1.001 * 2 ** (-5 / 10),
+                 schedule={"guard_ratio": 0.0, "guard_aborts": True})
+    start = copy.deepcopy(t.model.state_dict())
+    assert t.fit() == "alpha"
+    assert rec.whys == ["exploded"] * 5 and t.epoch == 0
+    assert t.grad_evals == 5 * 3  # each attempt stopped after its first chunk of 3 steps
+    for k, v in start.items():
+        assert torch.equal(v, t.model.state_dict()[k])

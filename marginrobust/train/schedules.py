@@ -39,6 +39,8 @@ class Schedule(Protocol):
             ``guard_ratio`` (:class:`FastLossBasedSchedule`).
         guard_ratio: A batch's relative loss above it, inside an epoch, makes the trainer
             redo the chunk at a lower α (:meth:`guard`); inf when ``chunk_steps`` = 0.
+        guard_aborts: Whether such a batch ends the epoch attempt instead, as an
+            exploded epoch (False when ``chunk_steps`` = 0).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Schedule(Protocol):
     exhausted_reason: ClassVar[str]
     chunk_steps: int
     guard_ratio: float
+    guard_aborts: bool
 
     def start(self, log_mean_loss: float) -> None:
         """Take the initial model's mean loss (natural log)."""
@@ -105,6 +108,7 @@ class LossBasedSchedule:
     exhausted_reason: ClassVar[str] = "alpha"
     chunk_steps: ClassVar[int] = 0
     guard_ratio: ClassVar[float] = math.inf
+    guard_aborts: ClassVar[bool] = False
 
     def start(self, log_mean_loss: float) -> None:
         """Set the frame from the mean loss of the initial model."""
@@ -208,6 +212,9 @@ class FastLossBasedSchedule(LossBasedSchedule):
         guard_redos: At most this many guard rollbacks per epoch attempt; then the attempt
             runs to its end unguarded and the epoch rule decides (a batch whose relative
             loss is high at every α must not drive α to ``alpha_min``).
+        guard_aborts: A guard alarm ends the epoch attempt at once, as an exploded epoch
+            (rolled back whole, α ← α/``down``, a new data order), instead of redoing
+            the chunk.
         guarded: Guard rollbacks in the current epoch attempt.
     """
 
@@ -216,6 +223,7 @@ class FastLossBasedSchedule(LossBasedSchedule):
     guard_down_power: int = 1
     guard_holds: bool = False
     guard_redos: int = 8
+    guard_aborts: bool = False
     guarded: int = 0
     name: str = "loss-based-fast"
 
@@ -252,6 +260,7 @@ class ConstantSchedule:
     exhausted_reason: ClassVar[str] = "diverged"
     chunk_steps: ClassVar[int] = 0
     guard_ratio: ClassVar[float] = math.inf
+    guard_aborts: ClassVar[bool] = False
 
     def start(self, log_mean_loss: float) -> None:
         """Nothing to set: the frame stays at 0, so the relative loss is the loss."""

@@ -388,6 +388,9 @@ class Trainer:
                 snapshots.pop(c - 1, None)
                 c += 1
                 continue
+            if self.schedule.guard_aborts:  # the attempt fails here, as an exploded one
+                self._add_wall(start)
+                return None, True, redone
             c = (c * k + bad[0] - 1) // k
             self.model.load_state_dict(snapshots[c])
             for later in [j for j in snapshots if j > c]:
