@@ -16,8 +16,8 @@ from marginrobust.train.schedules import FastLossBasedSchedule, make_schedule
 
 def test_the_epoch_rule_is_the_papers_and_the_guard_lowers_alpha():
     s = make_schedule("loss-based-fast", 0.1)
-    assert isinstance(s, FastLossBasedSchedule) and s.chunk_steps == 3
-    assert s.guard_ratio == 3.0
+    assert isinstance(s, FastLossBasedSchedule) and s.chunk_steps == 2
+    assert s.guard_ratio == 10.0 and s.guard_aborts
     s.start(math.log(2.0))
     assert s.end_epoch(math.log(1.5))
     assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 5)) and s.log_frame == math.log(1.5)
@@ -44,10 +44,14 @@ def test_guard_options_deeper_cut_hold_and_a_bounded_number_of_redos():
     assert s.end_epoch(-2.0) and s.alpha == pytest.approx(a * 2 ** (1 / 5))
 
 
+# The variant that redoes the exploded chunk instead of ending the attempt.
+REDO = {"guard_aborts": False, "chunk_steps": 3, "guard_ratio": 3.0}
+
+
 def _trainer(digits, epochs, lr=1.0, callbacks=(), schedule=None, **cfg):
     torch.manual_seed(0)
     model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
-    # 300 points in batches of 25: 12 steps, four chunks of 3.
+    # 300 points in batches of 25: 12 steps, six chunks of 2 (four of 3 with REDO).
     config = TrainConfig(epochs=epochs, batch_size=25, lr=lr, device="cpu",
                          schedule="loss-based-fast", **cfg)
     t = Trainer(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
@@ -75,7 +79,7 @@ class Recorder(Callback):
 
 def test_no_accepted_epoch_raises_the_summed_loss_and_the_guard_redoes_chunks(digits):
     rec = Recorder()
-    t = _trainer(digits, 12, lr=30.0, callbacks=[rec])
+    t = _trainer(digits, 12, lr=30.0, callbacks=[rec], schedule=REDO)
     t.fit()
     losses = [r["log10_loss"] for r in rec.records]
     assert len(losses) == 13
@@ -108,7 +112,8 @@ def test_an_attempts_first_batch_is_never_held_against_it_and_redos_are_bounded(
     rec = Recorder()
     # Every batch is "exploded" at ratio 0: the guard fires at the attempt's second batch
     # (the first shows the starting point) until its 3 redos are spent.
-    t = _trainer(digits, 2, callbacks=[rec], schedule={"guard_ratio": 0.0, "guard_redos": 3})
+    t = _trainer(digits, 2, callbacks=[rec],
+                 schedule={**REDO, "guard_ratio": 0.0, "guard_redos": 3})
     assert t.fit() == "epochs"
     attempts = t.epoch + rec.whys.count("loss rose") + rec.whys.count("exploded")
     assert rec.whys.count("chunk exploded") == 3 * attempts
@@ -144,7 +149,7 @@ class StateAtRollback(Callback):
 
 def test_a_chunk_opening_on_an_explosion_blames_the_chunk_before(digits):
     seen = StateAtRollback()
-    t = _trainer(digits, 1, callbacks=[seen], schedule={"guard_ratio": math.inf})
+    t = _trainer(digits, 1, callbacks=[seen], schedule={**REDO, "guard_ratio": math.inf})
     flag = t._run_batches = FlagOnce(t, 6)  # chunk 2 opens at step 6: chunk 1 took step 5
     t.fit()
     assert seen.at and seen.at[0][0] == "chunk exploded"
@@ -176,16 +181,17 @@ class KillAtRollback(Callback):
             raise Interrupt
 
 
-def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(digits):
-    through = _trainer(digits, 8, lr=30.0)
+@pytest.mark.parametrize("variant", [{}, REDO], ids=["aborts", "redoes"])
+def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(digits, variant):
+    through = _trainer(digits, 8, lr=30.0, schedule=variant)
     through.fit()
     rec = Recorder()
-    killed = _trainer(digits, 8, lr=30.0, callbacks=[rec, KillAtRollback(5)])
+    killed = _trainer(digits, 8, lr=30.0, callbacks=[rec, KillAtRollback(5)], schedule=variant)
     with pytest.raises(Interrupt):
         killed.fit()
     # Killed after chunks of its next epoch were accepted: the last resume state is older.
     assert 0 < len(rec.records) < 9 and killed.grad_evals > rec.records[-1]["grad_evals"]
-    resumed = _trainer(digits, 8, lr=30.0)
+    resumed = _trainer(digits, 8, lr=30.0, schedule=variant)
     resumed.load_state_dict(copy.deepcopy(rec.states[-1]))
     resumed.fit()
     assert resumed.schedule == through.schedule
@@ -199,7 +205,7 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(digits):
 def test_a_stop_inside_an_epoch_leaves_the_last_accepted_state(digits):
     rec = Recorder()
     # α_min just below α_0: the first rollback exhausts the schedule mid-epoch.
-    t = _trainer(digits, 50, lr=30.0, callbacks=[rec], alpha_min=29.0)
+    t = _trainer(digits, 50, lr=30.0, callbacks=[rec], alpha_min=29.0, schedule=REDO)
     assert t.fit() == "alpha"
     last = rec.states[-1]
     assert t.schedule.state_dict() == last["schedule"]
@@ -213,7 +219,7 @@ def test_with_guard_aborts_an_alarm_ends_the_attempt_as_an_exploded_epoch(digits
     # Ratio 0: every attempt raises the alarm in its first chunk and is rolled back whole;
     # α_min is passed after the 5th rollback.
     t = _trainer(digits, 3, callbacks=[rec], alpha_min=1.001 * 2 ** (-5 / 10),
-                 schedule={"guard_ratio": 0.0, "guard_aborts": True})
+                 schedule={"guard_ratio": 0.0, "chunk_steps": 3})
     start = copy.deepcopy(t.model.state_dict())
     assert t.fit() == "alpha"
     assert rec.whys == ["exploded"] * 5 and t.epoch == 0

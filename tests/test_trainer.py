@@ -330,7 +330,7 @@ def test_every_schedule_follows_the_protocol_without_new_state():
     from marginrobust.train.schedules import SCHEDULES, Schedule
 
     expected = {"loss-based": (True, "alpha", 0), "loss-based-capped": (True, "alpha", 0),
-                "loss-based-fast": (True, "alpha", 3), "constant": (False, "diverged", 0)}
+                "loss-based-fast": (True, "alpha", 2), "constant": (False, "diverged", 0)}
     for name in SCHEDULES:
         s = make_schedule(name, 0.1)
         assert isinstance(s, Schedule)

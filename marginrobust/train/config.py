@@ -32,8 +32,8 @@ class TrainConfig:
         batch_size: Mini-batch size; 0 means full batch (paper: 100).
         schedule: ``loss-based`` (paper's, with rollback), ``loss-based-capped`` (the same
             rate with α capped below its last rollback: fewer wasted epochs),
-            ``loss-based-fast`` (the same rate judged every few steps, rolling back only
-            those steps) or ``constant``.
+            ``loss-based-fast`` (the paper's rule, with an alarm every 2 steps that ends
+            an exploding epoch early) or ``constant``.
         lr: α_0 for ``loss-based`` (paper: 0.1), η for ``constant`` (paper: 0.01 MNIST,
             0.1 CIFAR-10); None picks those defaults.
         lr_up: α factor after an accepted epoch (paper: 2^{1/5}).

@@ -363,11 +363,13 @@ class Trainer:
         After each chunk its batches' relative losses are read (one device sync). The
         loss of batch i is taken before step i, so it shows what steps 0..i−1 did; batch
         0 shows the attempt's starting point, which no α of this attempt can change, and
-        is never held against it. The first batch i ≥ 1 above ``schedule.guard_ratio`` (or
-        not finite) blames the chunk that took step i − 1: the run goes back to that
-        chunk's start (this chunk's, or the one before when i opens this chunk), the
-        schedule lowers α (:meth:`Schedule.guard`) and the chunks are redone on the same
-        batches. Every step taken counts as a gradient evaluation.
+        is never held against it. A batch i ≥ 1 above ``schedule.guard_ratio`` (or not
+        finite) is an alarm. With ``schedule.guard_aborts`` the attempt ends there, as an
+        exploded one. Otherwise the first such batch blames the chunk that took step
+        i − 1: the run goes back to that chunk's start (this chunk's, or the one before
+        when i opens this chunk), the schedule lowers α (:meth:`Schedule.guard`) and the
+        chunks are redone on the same batches. Every step taken counts as a gradient
+        evaluation.
         """
         perm, bs = self._epoch_order()
         starts = range(0, len(perm), bs)
