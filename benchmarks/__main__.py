@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             result = row(name, "crashed", math.nan, "-", False, f"{type(exc).__name__}: {exc}")
         seconds[name] = time.perf_counter() - t0
         results = result if isinstance(result, list) else [result]
+        for r in results:
+            r.setdefault("module", name)  # which module made it, for merging partial runs
         rows.extend(results)
         for r in results:
             print(f"[{seconds[name]:6.0f} s] {r['benchmark']}: {r['figure']} = "
@@ -188,8 +190,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         print("no results file written (a --tiny dry run writes one only with --out)")
     else:
-        _write(args, _payload(args, threads, rows, seconds, total, complete=True))
+        payload = _payload(args, threads, rows, seconds, total, complete=True)
+        if args.only and args.out.exists():
+            payload = _merge(json.loads(args.out.read_text()), payload, args.names)
+            print(f"merged into {args.out}: the rows of {', '.join(args.names)} replaced, "
+                  "the others kept")
+        _write(args, payload)
     return 1 if crashed or not tests_ok else 0
+
+
+# How rows written before rows named their module begin: benchmark name prefix → module.
+_LEGACY_PREFIXES = (("schedule:", "schedule"), ("certify:", "certify"),
+                    ("loss step", "loss"), ("loss alone", "loss"), ("training step", "train"),
+                    ("margin statistics", "margins"), ("eval overhead", "eval"),
+                    ("eval repeatab", "eval"), ("growth:", "growth"), ("warm start", "warm"),
+                    ("distributed:", "distributed"), ("presets", "presets"))
+
+
+def _module_of(r: dict[str, Any]) -> str | None:
+    """The benchmark module a stored row came from (None: unknown)."""
+    if r.get("module"):
+        return str(r["module"])
+    return next((m for prefix, m in _LEGACY_PREFIXES
+                 if str(r.get("benchmark", "")).startswith(prefix)), None)
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A results file where the modules just run (``names``) replace their earlier rows
+    and every other module's rows, seconds and extras stay as they were measured."""
+    kept = [r for r in old.get("results", []) if _module_of(r) not in names]
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("results", "seconds",
+                                                                 "only", "total_s")}}
+    merged["results"] = kept + new["results"]
+    merged["seconds"] = {**old.get("seconds", {}), **new["seconds"]}
+    merged["only"] = sorted(set(old.get("only") or []) | set(names))
+    merged["total_s"] = sum(merged["seconds"].values())
+    for key in EXTRAS:  # an extra belongs to the module whose rows carried it
+        if key not in new and key in old:
+            merged[key] = old[key]
+    return merged
 
 
 def _payload(args: argparse.Namespace, threads: int, rows: list[Row],
