@@ -294,3 +294,72 @@ def test_without_a_group_the_collectives_change_nothing(digits):
         plain = margin_stats(model, digits.x_train, digits.y_train, 2)
         shared = margin_stats(model, digits.x_train, digits.y_train, 2, across_ranks=True)
     assert shared == plain
+
+
+FAST_WORKER = textwrap.dedent('''
+    import json, sys
+    import torch
+    from marginrobust import Callback, TrainConfig, Trainer, create_model, load_dataset
+    from marginrobust import distributed
+
+    class Log(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_epoch_end(self, t, r):
+            self.events.append(["accept", t.epoch, t.grad_evals, t.schedule.alpha])
+
+        def on_rollback(self, t, epoch, why):
+            self.events.append([why, epoch, t.grad_evals, t.schedule.alpha])
+
+    def run(variant):
+        data = load_dataset("digits", train_subset=200, test_subset=50, seed=0)
+        torch.manual_seed(0)
+        model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
+        log = Log()
+        t = Trainer(model, data.x_train, data.y_train, data.x_test, data.y_test,
+                    TrainConfig(epochs=6, batch_size=25, lr=3.0, device="cpu",
+                                schedule="loss-based-fast"), [log])
+        for k, v in variant.items():
+            setattr(t.schedule, k, v)
+        t.fit()
+        return log.events
+
+    if __name__ == "__main__":
+        variants = json.loads(sys.argv[2])
+        if len(sys.argv) > 3:  # one process
+            found = [run(v) for v in variants]
+            rank = "one"
+        else:
+            distributed.init("cpu")
+            found = [run(v) for v in variants]
+            rank = distributed.rank()
+        with open(sys.argv[1] + f".{rank}", "w") as fh:
+            json.dump(found, fh)
+''')
+
+
+def test_two_ranks_raise_the_same_alarms_as_one_process(tmp_path):
+    """loss-based-fast's alarm reads the batches' relative losses summed over the ranks:
+    2 ranks end (or redo) the same attempts as one process, in both variants."""
+    script = tmp_path / "fast_worker.py"
+    script.write_text(FAST_WORKER)
+    result = tmp_path / "found"
+    variants = json.dumps([{"guard_ratio": 1.5},
+                           {"guard_ratio": 1.5, "guard_aborts": False, "chunk_steps": 3}])
+    one = subprocess.run([sys.executable, str(script), str(result), variants, "one"],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=JOB_TIMEOUT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", str(script), str(result), variants],
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=JOB_TIMEOUT)
+    assert job.returncode == 0, job.stderr[-3000:]
+    want = json.loads(Path(f"{result}.one").read_text())
+    aborts, redoes = want
+    # The alarms fired: an attempt ended before its 8 steps, and chunks were redone.
+    assert any(e[0] == "exploded" and e[2] - p[2] < 8 for p, e in zip(aborts, aborts[1:]))
+    assert any(e[0] == "chunk exploded" for e in redoes)
+    for rank in range(2):
+        assert json.loads(Path(f"{result}.{rank}").read_text()) == want
