@@ -378,8 +378,11 @@ class Trainer:
         snapshots = {0: saved}  # the starts of this chunk and the one before
         limit, guarding, exploded, redone = self._explode_limit(), True, False, 0
         c, start = 0, time.perf_counter()
+        # Ending the attempt at an alarm goes back to ``saved``: no chunk copies needed.
+        redo = not self.schedule.guard_aborts
         while c < len(chunks):
-            snapshots.setdefault(c, self._snapshot())
+            if redo and c not in snapshots:
+                snapshots[c] = self._snapshot()
             taken, rels = self._run_batches(perm, chunks[c], bs)
             self.grad_evals += taken
             values = rels.tolist()  # the chunk's one sync
