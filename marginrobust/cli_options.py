@@ -198,8 +198,8 @@ def train_options(preset: bool = False) -> list[Any]:
              help="Paper's loss-based rate with rollback; the same with alpha capped below "
                   "its last rollback (fewer wasted epochs: 0.70-0.80x the paper's gradient "
                   "evaluations on digits); the paper's rule with an in-epoch alarm that ends "
-                  "an exploding epoch early (loss-based-fast: 0.85-0.88x the paper's "
-                  "gradient evaluations on the digits MLP, still 65% wasted); or constant."),
+                  "an exploding epoch early (loss-based-fast: 0.82-0.88x the paper's "
+                  "gradient evaluations on digits, still 63-65% wasted); or constant."),
         click.option("--lr", type=POSITIVE, default=None,
                      help="alpha_0 for loss-based [0.1]; the rate for constant [0.01]."),
         _opt("--train-subset", preset=preset, type=click.IntRange(min=1),
