@@ -5,7 +5,7 @@ The public API::
 
     from marginrobust import load_dataset, create_model, homogeneity_order, margin_stats
     from marginrobust import Trainer, TrainConfig, load_checkpoint
-    from marginrobust import Evaluator, ThreatModel, MarginTracker
+    from marginrobust import Evaluator, ThreatModel, MarginTracker, certified_radii
 
 Names are imported on first use (PEP 562), so ``import marginrobust`` and the command
 line's ``--help`` do not pay for torch, timm, foolbox, pandas or matplotlib.
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Dataset": ".data", "DataSpec": ".data", "load_dataset": ".data",
     "Evaluator": ".evaluate.engine", "ThreatModel": ".evaluate.threats",
+    "certified_radii": ".evaluate.certify_radius",
     "evaluate_run": ".evaluate.run",
     "margin_stats": ".margins",
     "check_homogeneity": ".models", "create_model": ".models",
@@ -39,8 +40,9 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["Callback", "DataSpec", "Dataset", "EvalRecord", "Evaluator", "MarginTracker",
            "ResultsStore", "RunSpec", "ThreatModel", "TrainConfig", "Trainer", "UserError",
-           "check_homogeneity", "create_model", "evaluate_run", "homogeneity_order",
-           "list_checkpoints", "list_models", "load_checkpoint", "load_dataset",
+           "certified_radii", "check_homogeneity", "create_model", "evaluate_run",
+           "homogeneity_order", "list_checkpoints", "list_models", "load_checkpoint",
+           "load_dataset",
            "margin_stats", "read_metrics", "register_attack", "register_dataset",
            "register_model", "train_run"]
 
@@ -60,6 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .data import Dataset, DataSpec, load_dataset
+    from .evaluate.certify_radius import certified_radii
     from .evaluate.engine import Evaluator
     from .evaluate.run import evaluate_run
     from .evaluate.store import EvalRecord, ResultsStore

@@ -194,7 +194,7 @@ def test_an_uncertifiable_model_keeps_its_attack_figures(digits):
     by = {r.method: r for r in result.records}
     assert by["pgd"].robust_acc is not None and by["fmn"].robust_acc is not None
     assert by["worst"].robust_acc is not None
-    for m in ("certify-lipschitz", "certify-ibp", "certified"):
+    for m in ("certify-lipschitz", "certify-ibp", "certify-crown", "certified"):
         assert by[m].robust_acc is None and by[m].skipped, by[m]
         assert "\n" not in by[m].skipped
     # Resumed with the same reason stored: nothing new to say about the certificates.
@@ -212,7 +212,8 @@ def test_a_plain_module_is_certified_like_a_sequential(digits):
     chain = nn.Sequential(nn.Flatten(), plain.a, nn.ReLU(), plain.b)
     same = ev.evaluate(chain, x, y).records
     cert = [r for r in records if r.method.startswith("certif")]
-    assert len(cert) == 3 and all(r.skipped is None and r.robust_acc is not None for r in cert)
+    # The default certifiers (Lipschitz, IBP, CROWN) and their combination.
+    assert len(cert) == 4 and all(r.skipped is None and r.robust_acc is not None for r in cert)
     assert [(r.method, r.robust_acc, r.median_distance) for r in records] == \
            [(r.method, r.robust_acc, r.median_distance) for r in same]
 

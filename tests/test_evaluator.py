@@ -60,11 +60,12 @@ def test_records_cover_methods_splits_norms_without_flags(trained_mlp, digits):
         records += result.records
         assert result.array("fmn", "distances", "L2").shape == (40,)
         assert result.array("certify-lipschitz", "radius", "L2").shape == (40,)
+        assert result.array("certify-crown", "radius", "L2").shape == (40,)
     methods = {(r.split, r.method, r.norm) for r in records}
     for split in ("test", "train"):
         for norm in ("L2", "Linf"):
             for m in ("autoattack", "pgd", "fmn", "certify-lipschitz", "certify-ibp",
-                      "certified", "worst"):
+                      "certify-crown", "certified", "worst"):
                 assert (split, m, norm) in methods
     assert all(not r.flags for r in records), [r.flags for r in records if r.flags]
     assert all(r.seed == 0 and r.skipped is None for r in records)
@@ -74,7 +75,8 @@ def test_records_cover_methods_splits_norms_without_flags(trained_mlp, digits):
     assert "batch_size" not in aa
     assert configs[("fmn", "L2")]["warm_start"] is False and "warm_start" not in configs[
         ("fmn", "Linf")]
-    assert configs[("certified", "L2")] == {}
+    assert configs[("certified", "L2")] == {"certificates": {
+        "certify-crown": {"rel_tol": 1e-3}, "certify-ibp": {}, "certify-lipschitz": {}}}
     assert set(configs[("worst", "L2")]["attacks"]) == {"autoattack", "pgd", "fmn"}
     by = {(r.split, r.method, r.norm, r.eps): r for r in records}
     for (split, method, norm, eps), r in by.items():

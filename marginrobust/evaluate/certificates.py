@@ -1,13 +1,32 @@
-"""Certificates inside the engine: Lipschitz-margin radii and IBP per evaluation, and
+"""Certificates inside the engine: which certifiers run, what they compute and record, and
 certificate records marked as skipped, with the reason, for a model that cannot be
 certified (its attack figures are computed all the same).
 
-The certificate mathematics is :mod:`.certify`'s; this module decides what to compute,
-what to reuse from an interrupted evaluation, and what to record.
+The certifiers (``Evaluator(certify=...)``: ``True`` for :data:`DEFAULT_CERTIFIERS`,
+``False`` for none, or names from :data:`CERTIFIERS`):
+
+* ``lipschitz``: Lipschitz-margin radii per norm (:func:`.certify.lipschitz_radii`);
+* ``ibp``: interval bound propagation, certified or not at each ε (as before), and now a
+  radius per norm too, by bisection (:func:`.certify_radius.certified_radii`);
+* ``crown``, ``alpha-crown``: radii per norm by bisection on their margin bounds;
+* ``exact``: the exact minimal Linf distance by MILP (:mod:`.certify_exact`) within a
+  per-point time limit, after the attacks (their distances cap it); its radius is the
+  proven lower bound. Linf only: it has no L2 records.
+
+Each certifier ``name`` records ``certify-<name>`` per (norm, ε): the certified fraction
+(radius > ε; IBP: its direct check at ε) and the median radius. Its per-point arrays are
+``radius`` per norm (and IBP's ``certified`` per ε), under the certifier's options as
+config. ``certified`` records the points certified by any of them, with the certifiers in
+its config (``{}``, as before, for exactly Lipschitz and IBP, so old records keep their
+meaning).
+
+The certificate mathematics is in the ``certify*`` modules; this module decides what to
+compute, what to reuse from an interrupted evaluation, and what to record.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,22 +35,117 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..margins import param_norm
 from . import certify as _certify
 from .certify import NotCertifiable, certify_reason
+from .certify_crown import ALPHA_LR, ALPHA_STEPS
+from .certify_radius import certified_radii
 from .consistency import certified_mask
-from .store import NO_OPTIONS, ArrayKey
+from .store import NO_OPTIONS, ArrayKey, canonical_json
 from .threats import NORMS, ThreatModel
 from .unit import Unit
 
-CERTIFICATES = ("certify-lipschitz", "certify-ibp", "certified")
+CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
+# alpha-CROWN is left out: 5 to 15 times CROWN's time for radii within 1 % of CROWN's on
+# the digits nets (README, certificates).
+DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown")
+COMBINED = "certified"
+# Every method a certificate record may carry.
+CERTIFICATES = (*(f"certify-{name}" for name in CERTIFIERS), COMBINED)
+# The certifiers whose combination the records of config {} hold (written before CROWN).
+LEGACY = frozenset({"lipschitz", "ibp"})
+# Relative precision of the radii found by bisection, and exact's seconds per point.
+RADIUS_TOL = 1e-3
+EXACT_TIME_LIMIT = 30.0
+
+
+def resolve_certifiers(certify: bool | Sequence[str]) -> tuple[str, ...]:
+    """The certifier names of ``Evaluator(certify=...)``, in :data:`CERTIFIERS` order.
+
+    Raises:
+        UserError: For an unknown name (naming the allowed ones), or ``exact`` where the
+            exact verifier is not available.
+    """
+    if certify is True:
+        return DEFAULT_CERTIFIERS
+    if certify is False or certify is None:
+        return ()
+    names = [certify] if isinstance(certify, str) else list(certify)
+    unknown = [n for n in names if n not in CERTIFIERS]
+    if unknown:
+        raise UserError(f"unknown certifier {', '.join(map(repr, unknown))}; use True, False "
+                        f"or names from {', '.join(CERTIFIERS)}")
+    if "exact" in names and _exact_module() is None:
+        raise UserError("the exact certifier is not available in this version")
+    return tuple(n for n in CERTIFIERS if n in names)
+
+
+def _exact_module() -> Any:
+    try:
+        from . import certify_exact
+    except ImportError:
+        return None
+    return certify_exact
+
+
+def method(name: str) -> str:
+    """The records' method of certifier ``name``: ``certify-<name>``."""
+    return f"certify-{name}"
+
+
+def certifier_config(name: str) -> str:
+    """The options that decide certifier ``name``'s figures, as canonical JSON (the
+    records' config; Lipschitz and IBP records have none)."""
+    options: dict[str, Any] = {}
+    if name in ("crown", "alpha-crown"):
+        options["rel_tol"] = RADIUS_TOL
+    if name == "alpha-crown":
+        options.update(steps=ALPHA_STEPS, lr=ALPHA_LR)
+    if name == "exact":
+        options["time_limit"] = EXACT_TIME_LIMIT
+    return canonical_json(options)
+
+
+def radius_config(name: str) -> str:
+    """The config of certifier ``name``'s radius arrays (IBP's radius is a bisection too,
+    though its records, decided by the direct check at ε, have none)."""
+    return canonical_json({"rel_tol": RADIUS_TOL}) if name == "ibp" else certifier_config(
+        name)
+
+
+def combined_config(names: Sequence[str]) -> str:
+    """The config of the ``certified`` records of these certifiers."""
+    if set(names) == LEGACY:
+        return NO_OPTIONS
+    return canonical_json({"certificates": {method(n): json.loads(certifier_config(n))
+                                            for n in names}})
+
+
+def certifiers_for(names: Sequence[str], norm: str) -> tuple[str, ...]:
+    """The certifiers among ``names`` that run under ``norm`` (exact: Linf only)."""
+    return tuple(n for n in names if not (n == "exact" and norm != "Linf"))
+
+
+def record_keys(unit: Unit, names: Sequence[str], norm: str, eps: float) -> list[Any]:
+    """The keys of the certificate records of one (norm, ε)."""
+    here = certifiers_for(names, norm)
+    keys = [unit.rkey(method(n), norm, eps, certifier_config(n)) for n in here]
+    if here:
+        keys.append(unit.rkey(COMBINED, norm, eps, combined_config(names)))
+    return keys
 
 
 class Certifier:
     """Computes and records the certificates of evaluations, sharing the operator-norm
-    bounds of one model state between its splits."""
+    bounds of one model state between its splits.
 
-    def __init__(self) -> None:
+    Args:
+        names: The certifiers to run (:func:`resolve_certifiers`).
+    """
+
+    def __init__(self, names: Sequence[str] = DEFAULT_CERTIFIERS) -> None:
+        self.names = tuple(names)
         self._bounds_key: tuple[Any, ...] | None = None
         self._bounds_cache: list[Any] = []
 
@@ -48,56 +162,80 @@ class Certifier:
         """Why ``model`` cannot be certified, in one sentence (None if it can)."""
         return certify_reason(model, shape)
 
+    # ------------------------------------------------------------------ before the attacks
     def certificates(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     threats: Sequence[ThreatModel], clean: np.ndarray,
-                     ) -> dict[str, np.ndarray] | None:
-        """Lipschitz radii per norm (None where skipped); records the certificates."""
+                     threats: Sequence[ThreatModel], clean: np.ndarray) -> bool:
+        """Every certifier but ``exact``: arrays and per-certifier records. Returns whether
+        the model could be certified (if not, every certificate record is a skipped one
+        saying why)."""
         grid = [(t.norm, e) for t in threats for e in t.epsilons]
-        pending = [(norm, eps, m) for norm, eps in grid for m in CERTIFICATES
-                   if not unit.done(m, norm, eps, NO_OPTIONS)]
-        radius_keys = {norm: unit.akey("certify-lipschitz", norm, None, "radius")
-                       for norm in NORMS}
-        stored = {norm: unit.get(k) for norm, k in radius_keys.items()}
-        if not pending and all(v is not None for v in stored.values()):
-            return stored                           # nothing to do, nothing to check
-        reason = self.not_certifiable(model, tuple(x.shape[1:]))
-        if reason is None:
-            try:
-                radii = self._radii(unit, model, x, y, radius_keys)
-                for norm, eps in grid:
-                    self._ibp(unit, model, x, y, norm, eps, clean)
-            except NotCertifiable as exc:
-                reason = str(exc)
+        names = [n for n in self.names if n != "exact"]
+        pending = [(norm, eps, n) for norm, eps in grid for n in certifiers_for(names, norm)
+                   if not unit.done(method(n), norm, eps, certifier_config(n))]
+        reason = None
+        if pending or any(unit.get(self._radius_key(unit, n, norm)) is None
+                          for n in names for norm in {t.norm for t in threats}):
+            reason = self.not_certifiable(model, tuple(x.shape[1:]))
+            if reason is None:
+                try:
+                    self._compute(unit, model, x, y, threats, clean, names)
+                except NotCertifiable as exc:
+                    reason = str(exc)
         if reason is not None:
-            for norm, eps, method in pending:
-                if unit.prior.skipped.get(unit.rkey(method, norm, eps, NO_OPTIONS)) != reason:
-                    unit.record(method, norm, eps, NO_OPTIONS, clean, None, 0.0,
-                                skipped=reason)
-            return None
-        lip_seconds = float(unit.get(unit.akey("certify-lipschitz", None, None, "seconds")))
-        for norm, eps, method in pending:
-            ibp = unit.get(unit.akey("certify-ibp", norm, eps, "certified"))
-            if method == "certify-lipschitz":
-                unit.record(method, norm, eps, NO_OPTIONS, clean,
-                            certified_mask(radii[norm], eps, clean), lip_seconds, radii[norm])
-            elif method == "certify-ibp":
-                seconds = float(unit.get(unit.akey("certify-ibp", norm, eps, "seconds")))
-                unit.record(method, norm, eps, NO_OPTIONS, clean, ibp, seconds)
-            else:
-                unit.record(method, norm, eps, NO_OPTIONS, clean,
-                            certified_mask(radii[norm], eps, clean, ibp), 0.0)
-        return radii
+            keys = [k for norm, eps in grid for k in record_keys(unit, self.names, norm, eps)
+                    if k.method != method("exact")]
+            self._skip(unit, keys, clean, reason)
+            return False
+        for norm, eps, name in pending:
+            self._record(unit, name, norm, eps, clean)
+        return True
 
-    def _radii(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               keys: dict[str, ArrayKey]) -> dict[str, np.ndarray]:
+    def _radius_key(self, unit: Unit, name: str, norm: str | None) -> ArrayKey:
+        return unit.akey(method(name), norm, None, "radius", radius_config(name))
+
+    def _seconds_key(self, unit: Unit, name: str, norm: str | None) -> ArrayKey:
+        return unit.akey(method(name), norm, None, "seconds", radius_config(name))
+
+    def _compute(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 threats: Sequence[ThreatModel], clean: np.ndarray,
+                 names: Sequence[str]) -> None:
+        norms = [t.norm for t in threats]
+        if "lipschitz" in names:
+            self._lipschitz(unit, model, x, y)
+        if "ibp" in names:
+            for t in threats:
+                for eps in t.epsilons:
+                    self._ibp(unit, model, x, y, t.norm, eps, clean)
+        for name in names:
+            if name in ("ibp", "crown", "alpha-crown"):
+                for norm in norms:
+                    self._bisected(unit, name, model, x, y, norm, clean)
+
+    def _lipschitz(self, unit: Unit, model: nn.Module, x: torch.Tensor,
+                   y: torch.Tensor) -> None:
+        keys = {norm: self._radius_key(unit, "lipschitz", norm) for norm in NORMS}
         if any(unit.get(k) is None for k in keys.values()):
             start = time.perf_counter()
             res = _certify.lipschitz_radii(model, x, y,
                                            bounds=self.bounds(model, tuple(x.shape[1:])))
             unit.arrays[keys["L2"]], unit.arrays[keys["Linf"]] = res.l2, res.linf
-            unit.arrays[unit.akey("certify-lipschitz", None, None, "seconds")] = np.array(
+            unit.arrays[self._seconds_key(unit, "lipschitz", None)] = np.array(
                 time.perf_counter() - start)
-        return {norm: unit.arrays[k] for norm, k in keys.items()}
+
+    def _bisected(self, unit: Unit, name: str, model: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, norm: str, clean: np.ndarray) -> None:
+        """Radii of a bound-propagation certifier by bisection (correct points only)."""
+        key = self._radius_key(unit, name, norm)
+        if unit.get(key) is not None:
+            return
+        start = time.perf_counter()
+        radius = np.zeros(len(clean))
+        idx = np.flatnonzero(clean)
+        if len(idx):
+            radius[idx] = certified_radii(model, x[idx], y[idx], name, norm, RADIUS_TOL)
+        unit.arrays[key] = radius
+        unit.arrays[self._seconds_key(unit, name, norm)] = np.array(
+            time.perf_counter() - start)
 
     @staticmethod
     def _ibp(unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
@@ -131,3 +269,95 @@ class Certifier:
         unit.arrays[key] = certified
         unit.arrays[unit.akey("certify-ibp", norm, eps, "seconds")] = np.array(
             time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ after the attacks
+    def exact(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              threat: ThreatModel, clean: np.ndarray, upper: np.ndarray | None) -> None:
+        """The exact certifier under ``threat`` (Linf only), its per-point time limit
+        :data:`EXACT_TIME_LIMIT`; ``upper``: the attacks' per-point distances, if any."""
+        if "exact" not in self.names or threat.norm != "Linf":
+            return
+        config = certifier_config("exact")
+        pending = [eps for eps in threat.epsilons
+                   if not unit.done(method("exact"), threat.norm, eps, config)]
+        key = self._radius_key(unit, "exact", "Linf")
+        if not pending and unit.get(key) is not None:
+            return
+        if unit.get(key) is None:
+            reason = self.not_certifiable(model, tuple(x.shape[1:]))
+            if reason is not None:
+                self._skip(unit, [unit.rkey(method("exact"), "Linf", e, config)
+                                  for e in pending], clean, reason)
+                return
+            self._exact(unit, model, x, y, clean, upper)
+        for eps in pending:
+            self._record(unit, "exact", "Linf", eps, clean)
+
+    def _exact(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               clean: np.ndarray, upper: np.ndarray | None) -> None:
+        exact_module = _exact_module()
+        assert exact_module is not None  # resolve_certifiers checked it
+        start = time.perf_counter()
+        lower = self.best_radius(unit, "Linf", clean, exclude="exact")
+        res = exact_module.exact_linf_distances(model, x, y, "Linf", upper=upper, lower=lower,
+                                                time_limit=EXACT_TIME_LIMIT)
+        config = radius_config("exact")
+        unit.arrays[self._radius_key(unit, "exact", "Linf")] = np.where(clean, res.lower, 0.0)
+        unit.arrays[unit.akey(method("exact"), "Linf", None, "upper", config)] = res.upper
+        unit.arrays[unit.akey(method("exact"), "Linf", None, "optimal", config)] = \
+            res.status == "optimal"
+        unit.arrays[self._seconds_key(unit, "exact", "Linf")] = np.array(
+            time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ records
+    def _mask(self, unit: Unit, name: str, norm: str, eps: float,
+              clean: np.ndarray) -> np.ndarray:
+        """Points certifier ``name`` certifies at ε (IBP: its direct check)."""
+        if name == "ibp":
+            return unit.get(unit.akey("certify-ibp", norm, eps, "certified"))
+        return certified_mask(unit.get(self._radius_key(unit, name, norm)), eps, clean)
+
+    def _record(self, unit: Unit, name: str, norm: str, eps: float,
+                clean: np.ndarray) -> None:
+        if name == "ibp":
+            seconds = float(unit.get(unit.akey("certify-ibp", norm, eps, "seconds")))
+        else:
+            by_norm = None if name == "lipschitz" else norm
+            seconds = float(unit.get(self._seconds_key(unit, name, by_norm)))
+        unit.record(method(name), norm, eps, certifier_config(name), clean,
+                    self._mask(unit, name, norm, eps, clean), seconds,
+                    unit.get(self._radius_key(unit, name, norm)))
+
+    @staticmethod
+    def _skip(unit: Unit, keys: Sequence[Any], clean: np.ndarray, reason: str) -> None:
+        """Skipped records under ``keys``, saying why (unless stored with that reason)."""
+        for key in keys:
+            if unit.prior.skipped.get(key) != reason:
+                unit.record(key.method, key.norm, key.eps, key.config, clean, None, 0.0,
+                            skipped=reason)
+
+    def best_radius(self, unit: Unit, norm: str, clean: np.ndarray,
+                    exclude: str | None = None) -> np.ndarray | None:
+        """Per point, the largest certified radius in ``norm`` over the certifiers (None
+        if none has one)."""
+        radii = [unit.get(self._radius_key(unit, n, norm))
+                 for n in certifiers_for(self.names, norm) if n != exclude]
+        radii = [r for r in radii if r is not None]
+        return np.maximum.reduce(radii) * clean if radii else None
+
+    def combined(self, unit: Unit, norm: str, eps: float,
+                 clean: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The points certified at ε by any certifier and the largest radius per point;
+        records them as ``certified``. None where nothing was certified (no certifier
+        for this norm, or a model that cannot be certified)."""
+        here = certifiers_for(self.names, norm)
+        masks = [self._mask(unit, n, norm, eps, clean) for n in here
+                 if n == "ibp" or unit.get(self._radius_key(unit, n, norm)) is not None]
+        masks = [m for m in masks if m is not None]
+        if not here or len(masks) < len(here):
+            return None
+        certified = np.logical_or.reduce(masks) & clean
+        config = combined_config(self.names)
+        if not unit.done(COMBINED, norm, eps, config):
+            unit.record(COMBINED, norm, eps, config, clean, certified, 0.0)
+        return certified, self.best_radius(unit, norm, clean)

@@ -50,9 +50,12 @@ from .certify_bounds import (
     operator_norm_bounds,
 )
 from .certify_chain import NotCertifiable, build_chain, certify_reason
+from .certify_crown import Region
+from .certify_ops import Chain
 
 __all__ = ["LayerBound", "NORM_SLACK", "NotCertifiable", "RadiusResult", "certified_accuracy",
-           "certify_reason", "conv2d_norm_bound", "ibp_certified", "lipschitz_radii",
+           "certify_reason", "conv2d_norm_bound", "ibp_certified", "ibp_margins",
+           "lipschitz_radii",
            "operator_norm_bounds"]
 
 
@@ -189,12 +192,9 @@ def ibp_certified(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np.ndarra
 
     The input set is the box [max(x − eps, lo), min(x + eps, hi)] for both norms: the l2
     ball of radius eps lies inside the l∞ ball of the same radius, so an l2 certificate
-    from the box is sound (and loose by design). The box is pushed through every layer
-    exactly in float64 center/radius form; at the head, z_y − z_j = (w_y − w_j)·h +
-    (b_y − b_j) is bounded over the box of h at once, so
-    lower = (w_y − w_j)·mu − |w_y − w_j|·r + (b_y − b_j) is its exact minimum there.
-    A point is certified iff lower > 0 for every j ≠ y; at eps = 0 that is exactly
-    "correctly classified, no tie".
+    from the box is sound (and loose by design). A point is certified iff every margin
+    lower bound of :func:`ibp_margins` is positive; at eps = 0 that is exactly "correctly
+    classified, no tie".
 
     Args:
         model: Any module whose forward is a chain of supported operations ending in
@@ -214,34 +214,53 @@ def ibp_certified(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np.ndarra
     if not eps >= 0:
         raise UserError(f"eps must be a nonnegative number, not {eps}")
     chain = build_chain(model, x.shape[1:])
-    ops, head = chain.ops, chain.head
-    w_head, b_head = ops[head].weight, ops[head].bias
-    assert w_head is not None
-    device = w_head.device
-    x = x.to(device)
-    if input_bounds is not None and x.numel() and (
-            float(x.min()) < input_bounds[0] or float(x.max()) > input_bounds[1]):
-        raise UserError(f"inputs must lie in {list(input_bounds)} for IBP; pass "
-                        "input_bounds=None for unbounded inputs")
-    y = _labels(y, x.shape[0], w_head.shape[0], device)
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(torch.float64)
-        yb = y[start:start + batch_size]
-        lo, hi = xb - eps, xb + eps
-        if input_bounds is not None:
-            lo, hi = lo.clamp(min=input_bounds[0]), hi.clamp(max=input_bounds[1])
-        mu, r = (lo + hi) / 2, (hi - lo) / 2
-        for op in ops[:head]:
-            mu, r = op.interval(mu, r)
-        z = F.linear(mu, w_head, b_head)
-        center = z.gather(1, yb[:, None]) - z
-        diff_abs = (w_head[yb][:, None, :] - w_head[None, :, :]).abs()  # (B, C, D)
-        lower = center - torch.einsum("bcd,bd->bc", diff_abs, r)
-        out.append(lower.scatter(1, yb[:, None], math.inf).min(dim=1).values > 0)
+    out = [ibp_margins(chain, x[start:start + batch_size], yb, eps, input_bounds)
+           .min(dim=1).values > 0
+           for start, yb in _label_batches(chain, x, y, batch_size)]
     if not out:
         return np.zeros(0, dtype=np.bool_)
     return torch.cat(out).cpu().numpy()
+
+
+def _label_batches(chain: Chain, x: torch.Tensor, y: torch.Tensor | np.ndarray | Sequence[int],
+                   batch_size: int) -> list[tuple[int, torch.Tensor]]:
+    """(start, labels of the batch) per batch of ``batch_size`` points, labels checked."""
+    w_head = chain.ops[chain.head].weight
+    assert w_head is not None
+    labels = _labels(y, x.shape[0], w_head.shape[0], w_head.device)
+    return [(start, labels[start:start + batch_size])
+            for start in range(0, x.shape[0], batch_size)]
+
+
+@torch.no_grad()
+def ibp_margins(chain: Chain, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor,
+                input_bounds: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """IBP lower bounds (N, C) of the margins z_y − z_j (+inf at j = y) on one batch.
+
+    The box [max(x − eps, lo), min(x + eps, hi)] (``eps`` a number or one per point) is
+    pushed through every operation before the head exactly; at the head
+    z_y − z_j = (w_y − w_j)·h + (b_y − b_j) is bounded over the box of h at once, so
+    lower = (w_y − w_j)·mu − |w_y − w_j|·r + (b_y − b_j) is its exact minimum there.
+
+    Args:
+        chain: The model's chain (:func:`.certify_chain.build_chain`) with its parameters.
+        x: Inputs (N, *input_shape), inside ``input_bounds``.
+        y: Integer labels (N,) on the chain's device.
+        eps: Radius, a number or a tensor (N,).
+        input_bounds: The valid input range the box is clipped to, or None.
+    """
+    ops, head = chain.ops, chain.head
+    w_head, b_head = ops[head].weight, ops[head].bias
+    assert w_head is not None
+    region = Region.around(x.to(w_head.device), eps, "Linf", input_bounds)
+    mu, r = (region.lo + region.hi) / 2, (region.hi - region.lo) / 2
+    for op in ops[:head]:
+        mu, r = op.interval(mu, r)
+    z = F.linear(mu, w_head, b_head)
+    center = z.gather(1, y[:, None]) - z
+    diff_abs = (w_head[y][:, None, :] - w_head[None, :, :]).abs()  # (B, C, D)
+    lower = center - torch.einsum("bcd,bd->bc", diff_abs, r)
+    return lower.scatter(1, y[:, None], math.inf)
 
 
 def certified_accuracy(radii: np.ndarray, eps: float, correct: np.ndarray | None = None) -> float:

@@ -18,10 +18,10 @@ minimum of a·x' is exact: a·c − |a|·r (center c, radius r). L2 ∩ box: the
 a·δ over {‖δ‖₂ ≤ ε, δ in the box shifted to x}, from the Lagrangian dual
 g(λ) = Σ_i min_{δ_i in [l_i, u_i]} (a_i δ_i + λ δ_i² / 2) − λ ε² / 2, which is a lower
 bound for every λ ≥ 0 (weak duality; each term has the closed-form minimiser
-clip(−a_i/λ, l_i, u_i)) and equals the minimum at the best λ (strong duality). λ is found
-by a bisection on log λ (the sign of g' = (‖δ(λ)‖² − ε²)/2), and the largest g seen is
-kept, so the bound is at least the larger of the L2 dual-norm bound (λ = ‖a‖/ε, no
-clipping) and the box bound (λ = 0), and within rounding of the exact one.
+clip(−a_i/λ, l_i, u_i)) and equals the minimum at the best λ (strong duality), found in
+closed form after sorting the coordinates' clipping points. So the bound is the exact
+minimum up to rounding: at least the larger of the L2 dual-norm bound x·a − ε‖a‖₂ and the
+box bound, and often well above both.
 
 **Relaxations** (l, u: bounds of the input of the operation, per point and unit).
 
@@ -60,9 +60,12 @@ held to ``max_elements`` float64 values per back-substituted tensor by chunking 
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,10 +80,6 @@ from .threats import normalize_norm
 __all__ = ["CrownBounds", "Region", "alpha_crown_margins", "crown_margins", "get_chain",
            "preactivation_bounds"]
 
-# Bisection steps on log λ of the L2 ∩ box dual: λ is bracketed within a factor e^30, so
-# 40 halvings place it to a relative 3e-11 (g is flat at its maximum).
-L2_DUAL_STEPS = 40
-L2_DUAL_SPAN = 30.0
 # Float64 values of one back-substituted tensor (batch × rows × features); temporaries
 # take a few times that.
 MAX_ELEMENTS = {"cpu": 2 ** 23, "cuda": 2 ** 26}
@@ -161,74 +160,80 @@ class Region:
         a = a.flatten(2)
         lo, hi = self.lo.flatten(1)[:, None], self.hi.flatten(1)[:, None]
         if self.norm == "Linf":
-            mid, rad = (lo + hi) / 2, (hi - lo) / 2
-            return (a * mid).sum(-1) - (a.abs() * rad).sum(-1) + c
+            return _dot(a, (lo + hi) / 2) - _dot(a.abs(), (hi - lo) / 2) + c
         x = self.x.flatten(1)[:, None]
-        return (a * x).sum(-1) + _l2_box_min(a, lo - x, hi - x, self.eps) + c
+        return _dot(a, x) + _l2_box_min(a, lo - x, hi - x, self.eps) + c
 
 
 def _l2_box_min(a: torch.Tensor, dlo: torch.Tensor, dhi: torch.Tensor,
                 eps: torch.Tensor) -> torch.Tensor:
-    """min of a·δ over ‖δ‖₂ ≤ eps, dlo ≤ δ ≤ dhi (dlo ≤ 0 ≤ dhi), by the dual of the
-    module docstring: (N, S) from a (N, S, d), dlo/dhi (N, 1, d), eps (N,)."""
+    """min of a·δ over ‖δ‖₂ ≤ eps, dlo ≤ δ ≤ dhi (dlo ≤ 0 ≤ dhi): (N, S) from a (N, S, d),
+    dlo/dhi (N, 1, d), eps (N,); the dual bound g(λ*) of the module docstring.
+
+    With t = 1/λ the minimiser of each term is δ_i(t) = clip(−a_i t, dlo_i, dhi_i): −a_i t
+    until t reaches t_i = |b_i| / |a_i|, then b_i (b_i = dlo_i if a_i > 0, else dhi_i). So
+    ‖δ(t)‖² = t² Σ_{t_i > t} a_i² + Σ_{t_i ≤ t} b_i² rises with t, and the best t solves
+    ‖δ(t)‖ = eps on the interval between two sorted breakpoints, in closed form. If even
+    the box corner (t = ∞) lies in the ball, λ* = 0 and the bound is the box bound. The
+    value returned is g at the λ found, a lower bound whatever rounding did to λ.
+    """
     e2 = (eps * eps)[:, None]
-
-    def at(lam: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """g(λ) and ‖δ(λ)‖² (λ = 0: the box corner)."""
-        safe = torch.where(lam > 0, lam, 1.0)[..., None]
-        inner = torch.minimum(torch.maximum(-coef / safe, dlo), dhi)
-        corner = torch.where(coef > 0, dlo, dhi)
-        delta = torch.where((lam > 0)[..., None], inner, corner)
-        sq = (delta * delta).sum(-1)
-        return (a * delta).sum(-1) + lam / 2 * (sq - e2), sq
-
     with torch.no_grad():
         coef = a.detach()
-        norm_a = coef.norm(dim=-1)
-        valid = (eps[:, None] > 0) & (norm_a > 0)
-        top = torch.where(valid, norm_a / torch.where(valid, eps[:, None], 1.0), 1.0).log()
-        bottom = top - L2_DUAL_SPAN
-        best_lam = torch.zeros_like(norm_a)
-        best, _ = at(best_lam, coef)
-        for _ in range(L2_DUAL_STEPS):
-            mid = (bottom + top) / 2
-            lam = torch.where(valid, mid.exp(), 0.0)
-            g, sq = at(lam, coef)
-            better = valid & (g > best)
-            best, best_lam = torch.where(better, g, best), torch.where(better, lam, best_lam)
-            # g is concave with g' = (‖δ‖² − ε²)/2: go up while the clipped step is too long.
-            up = sq > e2
-            bottom, top = torch.where(up, mid, bottom), torch.where(up, top, mid)
-    if not a.requires_grad:
-        return best
-    # The same value with the gradient of a (Danskin: δ at the best λ, held fixed).
-    return at(best_lam, coef)[0]
+        corner = torch.where(coef > 0, dlo, dhi)
+        size = coef.abs()
+        t_break = torch.where(size > 0, corner.abs() / torch.where(size > 0, size, 1.0),
+                              math.inf)
+        t_sorted, order = t_break.sort(dim=-1)
+        a2, b2 = (coef * coef).gather(-1, order), (corner * corner).gather(-1, order)
+        clipped_b2 = b2.cumsum(-1)  # Σ b² of the first k + 1 breakpoints
+        free_a2 = (a2.sum(-1, keepdim=True) - a2.cumsum(-1)).clamp(min=0)  # Σ a² after
+        # ‖δ‖² at each breakpoint; a coordinate with a_i = 0 (t_i = ∞) adds nothing.
+        at_break = clipped_b2 + torch.where(free_a2 > 0, t_sorted.nan_to_num(posinf=0.0) ** 2
+                                            * free_a2, 0.0)
+        k = (at_break < e2[..., None]).sum(-1, keepdim=True)  # breakpoints before t*
+        inside = k.squeeze(-1) >= coef.shape[-1]  # the whole box corner is in the ball
+        kc = k.clamp(max=coef.shape[-1] - 1)
+        before_b2 = torch.where(k > 0, clipped_b2.gather(-1, (kc - 1).clamp(min=0)), 0.0)
+        rest_a2 = torch.where(k > 0, free_a2.gather(-1, (kc - 1).clamp(min=0)),
+                              a2.sum(-1, keepdim=True))
+        t_star = ((e2[..., None] - before_b2).clamp(min=0) / rest_a2.clamp(min=1e-300)).sqrt()
+        lam = torch.where(inside | (eps[:, None] == 0), 0.0, 1.0 / t_star.squeeze(-1))
+        lam = lam.nan_to_num(0.0, 0.0, 0.0)
+    safe = torch.where(lam > 0, lam, 1.0)[..., None]
+    delta = torch.where((lam > 0)[..., None],
+                        torch.minimum(torch.maximum(-coef / safe, dlo), dhi), corner)
+    # g(λ) with δ held fixed: the same value, and Danskin's gradient δ for alpha-CROWN.
+    return (a * delta).sum(-1) + lam / 2 * ((delta * delta).sum(-1) - e2)
 
 
 # ---------------------------------------------------------------------- relaxations
 
 
 class _Activation:
-    """The linear relaxation of a ReLU / LeakyReLU over [l, u], per point and unit."""
+    """The linear relaxation of a ReLU / LeakyReLU over [l, u], per point and unit.
+
+    Stable units are a slope (1 or a); the unstable ones, gathered per point (``index``,
+    padded to the batch's largest count, ``valid``), get the chord and the free slope.
+    """
 
     def __init__(self, slope: float, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        n = lo.shape[0]
+        lo, hi = lo.reshape(n, -1), hi.reshape(n, -1)
         self.a = slope
         self.convex = slope <= 1.0  # max(z, a z); else min(z, a z)
-        self.unstable = (lo < 0) & (hi > 0)
-        active, inactive = lo >= 0, hi <= 0
-        stable_slope = torch.where(active, 1.0, torch.where(inactive, slope, 0.0))
-        width = torch.where(self.unstable, hi - lo, 1.0)
-        chord = torch.where(self.unstable, (hi - slope * lo) / width, stable_slope)
-        chord_icpt = torch.where(self.unstable, lo * (slope - chord), 0.0)
-        # The free slope through the origin: 1 (identity side) iff u ≥ −l.
-        self.default = torch.where(hi >= -lo, 1.0, 0.0).to(lo.dtype)
-        free = torch.where(self.unstable, self._free_slope(self.default), stable_slope)
-        if self.convex:
-            self.lower = (free, torch.zeros_like(lo))
-            self.upper = (chord, chord_icpt)
-        else:
-            self.lower = (chord, chord_icpt)
-            self.upper = (free, torch.zeros_like(lo))
+        unstable = (lo < 0) & (hi > 0)
+        self.base = torch.where(unstable, 0.0, torch.where(lo >= 0, 1.0, slope))
+        counts = unstable.sum(1)
+        k = int(counts.max()) if n else 0
+        self.index = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :k]
+        self.valid = (torch.arange(k, device=lo.device)[None] < counts[:, None]).to(lo.dtype)
+        lk, uk = lo.gather(1, self.index), hi.gather(1, self.index)
+        lk, uk = torch.where(self.valid > 0, lk, -1.0), torch.where(self.valid > 0, uk, 1.0)
+        self.chord = (uk - slope * lk) / (uk - lk)
+        self.chord_icpt = lk * (slope - self.chord)
+        # The free slope through the origin: 1 (the identity side) iff u ≥ −l.
+        self.default = torch.where(uk >= -lk, 1.0, 0.0).to(lo.dtype)
 
     def _free_slope(self, alpha: torch.Tensor) -> torch.Tensor:
         """alpha in [0, 1] → the free slope a + α(1 − a): 1 at α = 1, a at α = 0."""
@@ -236,15 +241,32 @@ class _Activation:
 
     def back(self, A: torch.Tensor, c: torch.Tensor,
              alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        (ls, li), (us, ui) = ((t[:, None] for t in self.lower),
-                              (t[:, None] for t in self.upper))
-        if alpha is not None:
-            free = torch.where(self.unstable[:, None], self._free_slope(alpha),
-                               ls if self.convex else us)
-            ls, us = (free, us) if self.convex else (ls, free)
-        pos, neg = A.clamp(min=0), A.clamp(max=0)
-        c = c + (pos * li + neg * ui).flatten(2).sum(-1)
-        return pos * ls + neg * us, c
+        """(A·relaxation, c + intercepts): pos·lower + neg·upper, alpha (N, S, k) the free
+        slopes of the unstable units (default: CROWN's)."""
+        n, s = A.shape[:2]
+        flat = A.reshape(n, s, -1)
+        out = flat * self.base[:, None]
+        if self.index.shape[1]:
+            index = self.index[:, None].expand(n, s, -1)
+            part = flat.gather(2, index)
+            free = self._free_slope(self.default[:, None] if alpha is None else alpha)
+            chord, icpt = self.chord[:, None], self.chord_icpt[:, None]
+            (ls, li), (us, ui) = ((free, 0.0), (chord, icpt)) if self.convex else \
+                ((chord, icpt), (free, 0.0))
+            pos, neg = part.clamp(min=0), part.clamp(max=0)
+            valid = self.valid[:, None]
+            c = c + ((pos * li + neg * ui) * valid).sum(-1)
+            out.scatter_add_(2, index, (pos * ls + neg * us) * valid)
+        return out.reshape(A.shape), c
+
+    @property
+    def has_unstable(self) -> bool:
+        return bool(self.index.shape[1])
+
+
+def _dot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """⟨A[n, s], v[n]⟩ for A (N, S, *shape) and v (N, 1, *shape): (N, S)."""
+    return torch.bmm(A.flatten(2), v.flatten(1)[..., None]).squeeze(-1)
 
 
 class _MaxPool:
@@ -285,6 +307,17 @@ class _MaxPool:
         flat = F.unfold(grid, (kh, kw), dilation=(dh, dw), stride=(sh, sw))[0].long()
         self.index = flat.gather(0, best.reshape(-1, ho * wo)).reshape(n, c, ho * wo)
         self.channels = c
+        self.geometry = ((kh, kw), (dh, dw), (sh, sw))
+
+    def cover(self, windows: torch.Tensor) -> torch.Tensor:
+        """Which inputs (N, C, H, W) lie in at least one of the ``windows`` (N, C, L)."""
+        (kh, kw), dilation, stride = self.geometry
+        n, c, length = windows.shape
+        cols = windows.to(torch.float64)[:, :, None].expand(n, c, kh * kw, length)
+        count = F.fold(cols.reshape(n, c * kh * kw, length), self.padded, (kh, kw),
+                       dilation=dilation, stride=stride)
+        ph, pw, h, w = self.crop
+        return count[..., ph:ph + h, pw:pw + w] > 0
 
     def back(self, A: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, s = A.shape[:2]
@@ -321,35 +354,147 @@ def _conv_back(A: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
     return out[..., bh:bh + h, bw:bw + w].reshape(n, s, *in_shape)
 
 
+@dataclass
+class _ConvSpec:
+    """A Conv2d or AvgPool2d as a zero-padded conv (plain averaging, as check_pool
+    requires, is a depthwise conv with weights 1 / window size)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    pads: list[tuple[int, int]]
+
+
+def _conv_spec(op: Op) -> _ConvSpec:
+    m = op.module
+    if len(op.in_shape) != 3:
+        raise NotCertifiable(f"{op.kind} at {op.name!r} needs (channels, height, width) "
+                             f"inputs, not shape {op.in_shape}")
+    if isinstance(m, nn.Conv2d):
+        assert op.weight is not None
+        kernel = [d * (t - 1) + 1 for d, t in zip(pair(m.dilation), op.weight.shape[-2:])]
+        return _ConvSpec(op.weight, op.bias, pair(m.stride), pair(m.dilation), m.groups,
+                         conv_padding(m, (kernel[0], kernel[1])))
+    assert isinstance(m, nn.AvgPool2d)
+    (kh, kw), (ph, pw), ch = pair(m.kernel_size), pair(m.padding), op.in_shape[0]
+    weight = torch.full((ch, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64,
+                        device=_device(op))
+    return _ConvSpec(weight, None, pair(m.stride if m.stride else m.kernel_size), (1, 1), ch,
+                     [(ph, ph), (pw, pw)])
+
+
+def _device(op: Op) -> torch.device:
+    if op.weight is not None:
+        return op.weight.device
+    params = list(op.module.parameters()) if op.module is not None else []
+    return params[0].device if params else torch.device("cpu")
+
+
+# Affine ops with at most this many (output × input) units are applied as dense float64
+# matrices: a matrix product is several times faster than a float64 transposed conv.
+DENSE_MAX = 2 ** 22
+# id(float64 weight copy or pool module) -> (weak reference to it, matrix, bias); an entry
+# goes with its key.
+_DENSE: dict[int, tuple[Any, torch.Tensor, torch.Tensor | None]] = {}
+
+
+def _dense(op: Op, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(matrix (out units, in units), bias per out unit) of a small conv or pool, cached
+    per float64 weight copy (a chain's own), or None."""
+    if op.role == "linear" or math.prod(op.in_shape) * math.prod(op.out_shape) > DENSE_MAX:
+        return None
+    key = op.weight if op.weight is not None else op.module
+    hit = _DENSE.get(id(key))
+    if hit is not None and hit[0]() is key and hit[1].device == device \
+            and hit[1].shape[1] == math.prod(op.in_shape):
+        return hit[1], hit[2]
+    spec = _conv_spec(op)
+    units = math.prod(op.in_shape)
+    basis = torch.eye(units, dtype=torch.float64, device=device).reshape(units, *op.in_shape)
+    basis = F.pad(basis, (spec.pads[1][0], spec.pads[1][1], spec.pads[0][0], spec.pads[0][1]))
+    cols = F.conv2d(basis, spec.weight.to(device), None, spec.stride, 0, spec.dilation,
+                    spec.groups)
+    matrix = cols.reshape(units, -1).T.contiguous()
+    bias = (None if spec.bias is None
+            else spec.bias.to(device).repeat_interleave(math.prod(op.out_shape[1:])))
+    if id(key) not in _DENSE:
+        weakref.finalize(key, _DENSE.pop, id(key), None)
+    _DENSE[id(key)] = (weakref.ref(key), matrix, bias)
+    return matrix, bias
+
+
 def _affine_back(op: Op, A: torch.Tensor, c: torch.Tensor,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(A·op, c + A·bias) for an affine ``op`` applied to A (N, S, *op.out_shape)."""
     n, s = A.shape[:2]
-    m = op.module
     if op.role == "linear":
         assert op.weight is not None
         if op.bias is not None:
             c = c + (A * op.bias).flatten(2).sum(-1)
         return A @ op.weight, c
-    if op.role == "conv":
-        assert isinstance(m, nn.Conv2d) and op.weight is not None
-        if op.bias is not None:
-            c = c + A.flatten(3).sum(-1) @ op.bias
-        k = [d * (k - 1) + 1 for d, k in zip(pair(m.dilation), op.weight.shape[-2:])]
-        pads = conv_padding(m, (k[0], k[1]))
-        return _conv_back(A, op.weight, pair(m.stride), pair(m.dilation), m.groups, pads,
-                          op.in_shape), c
-    assert isinstance(m, nn.AvgPool2d)
-    if len(op.in_shape) != 3:
-        raise NotCertifiable(f"AvgPool2d at {op.name!r} needs (channels, height, width) "
-                             f"inputs, not shape {op.in_shape}")
-    # Plain averaging (check_pool) is a depthwise conv with weights 1 / window size.
-    kh, kw = pair(m.kernel_size)
-    ph, pw = pair(m.padding)
-    ch = op.in_shape[0]
-    weight = A.new_full((ch, 1, kh, kw), 1.0 / (kh * kw))
-    return _conv_back(A, weight, pair(m.stride if m.stride else m.kernel_size), (1, 1), ch,
-                      [(ph, ph), (pw, pw)], op.in_shape), c
+    dense = _dense(op, A.device)
+    if dense is not None:
+        matrix, bias = dense
+        flat = A.reshape(n, s, -1)
+        if bias is not None:
+            c = c + flat @ bias
+        return (flat @ matrix).reshape(n, s, *op.in_shape), c
+    spec = _conv_spec(op)
+    if spec.bias is not None:
+        c = c + A.flatten(3).sum(-1) @ spec.bias
+    return _conv_back(A, spec.weight, spec.stride, spec.dilation, spec.groups, spec.pads,
+                      op.in_shape), c
+
+
+def _conv_rows(weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+               dilation: tuple[int, int], groups: int, pads: list[tuple[int, int]],
+               in_shape: tuple[int, ...], out_shape: tuple[int, ...], idx: torch.Tensor,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (N, k, *in_shape) and biases (N, k) of a zero-padded conv's output units
+    ``idx`` (N, k), flat indices into ``out_shape``: each row is its kernel placed on the
+    padded grid at the unit's window, the padding then cropped off."""
+    n, k = idx.shape
+    c_out, ho, wo = out_shape
+    c_in, h, w = in_shape
+    (bh, ah), (bw, aw) = pads
+    hp, wp = h + bh + ah, w + bw + aw
+    cin_g, kh, kw = weight.shape[1:]
+    o, p, q = idx // (ho * wo), (idx // wo) % ho, idx % wo
+    first = (o // (c_out // groups)) * cin_g
+    arange = functools.partial(torch.arange, device=idx.device)
+    chan = first[..., None, None, None] + arange(cin_g)[:, None, None]
+    row = p[..., None, None, None] * stride[0] + arange(kh)[:, None] * dilation[0]
+    col = q[..., None, None, None] * stride[1] + arange(kw) * dilation[1]
+    flat = (chan * hp + row) * wp + col  # (N, k, cin_g, kh, kw), distinct per unit
+    A = weight.new_zeros(n, k, c_in * hp * wp)
+    A.scatter_(2, flat.reshape(n, k, -1), weight[o].reshape(n, k, -1))
+    A = A.reshape(n, k, c_in, hp, wp)[..., bh:bh + h, bw:bw + w]
+    return A, (bias[o] if bias is not None else A.new_zeros(n, k))
+
+
+def _rows(op: Op, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (N, k, *op.in_shape) and biases (N, k) of an affine op's output units ``idx``
+    (N, k), flat indices into its output: the one-hot functionals pulled back through op."""
+    n, k = idx.shape
+    if op.role == "linear" and len(op.in_shape) == 1:
+        assert op.weight is not None
+        return op.weight[idx], (op.bias[idx] if op.bias is not None
+                                else op.weight.new_zeros(n, k))
+    dense = None if op.role == "linear" else _dense(op, idx.device)
+    if dense is not None:
+        matrix, bias = dense
+        return (matrix[idx].reshape(n, k, *op.in_shape),
+                bias[idx] if bias is not None else matrix.new_zeros(n, k))
+    if op.role != "linear":
+        spec = _conv_spec(op)
+        return _conv_rows(spec.weight, spec.bias, spec.stride, spec.dilation, spec.groups,
+                          spec.pads, op.in_shape, op.out_shape, idx)
+    one_hot = torch.zeros(n, k, math.prod(op.out_shape), dtype=torch.float64,
+                          device=idx.device).scatter_(2, idx[..., None], 1.0)
+    return _affine_back(op, one_hot.reshape(n, k, *op.out_shape),
+                        one_hot.new_zeros(n, k))
 
 
 # ---------------------------------------------------------------------- CROWN
@@ -375,14 +520,50 @@ class CrownBounds:
         self._intermediate()
 
     # ------------------------------------------------------------------ intermediate
-    def _feeds_pool(self, i: int) -> bool:
-        """Whether the output of op i reaches a MaxPool2d before any affine op."""
-        for op in self.ops[i + 1:]:
-            if _is_pool(op, nn.MaxPool2d):
-                return True
-            if op.role not in ("relu", "leaky", "reshape", "identity"):
-                return False
-        return False
+    def _next(self, i: int) -> int:
+        """Index of the first op after op i that is not an identity (the head if none)."""
+        j = i + 1
+        while j < len(self.ops) and self.ops[j].role == "identity":
+            j += 1
+        return j
+
+    def _ends_nonlinear_run(self, i: int) -> bool:
+        """Whether the op after op i (reshapes and identities skipped) is affine or the
+        head: then the bounds of op i's output are used by nothing but its relaxation."""
+        j = i + 1
+        while j < len(self.ops) and self.ops[j].role in ("identity", "reshape"):
+            j += 1
+        return j == len(self.ops) or _is_affine(self.ops[j])
+
+    def _needed(self, i: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """The units (N, *shape) of op i's input whose bounds can change a relaxation.
+
+        Every unit, unless op i is an activation whose output goes (identities aside) to
+        an affine op or the head, where only units unstable under (lo, hi) count; or to a
+        MaxPool2d and then an affine op or the head, where the units of the windows that
+        (lo, hi) do not already resolve count too (a window whose best input dominates the
+        others keeps its exact relaxation under any tighter bounds).
+        """
+        op = self.ops[i]
+        every = torch.ones_like(lo, dtype=torch.bool)
+        if op.role not in ("relu", "leaky"):
+            return every
+        unstable = (lo < 0) & (hi > 0)
+        j = self._next(i)
+        if j == len(self.ops) or _is_affine(self.ops[j]):
+            return unstable
+        if not (_is_pool(self.ops[j], nn.MaxPool2d) and self._ends_nonlinear_run(j)):
+            return every
+        pool = _MaxPool(self.ops[j], op.point(lo), op.point(hi))
+        open_ = pool.cover(~pool.exact)
+        return unstable | (open_ & (hi > 0) if op.role == "relu" else open_)
+
+    def _exact_interval(self, i: int) -> bool:
+        """Linf, and one affine op (with reshapes and identities) maps the input to op i's:
+        the interval bounds are then its exact bounds over the box."""
+        before = self.ops[:i]
+        return (self.region.norm == "Linf" and sum(map(_is_affine, before)) == 1
+                and all(_is_affine(o) or o.role in ("reshape", "identity") for o in before))
 
     @torch.no_grad()
     def _intermediate(self) -> None:
@@ -390,7 +571,7 @@ class CrownBounds:
         affine_since = False
         for i, op in enumerate(self.ops):
             if _is_nonlinear(op):
-                if affine_since:
+                if affine_since and not self._exact_interval(i):
                     lo, hi = self._crown_unit_bounds(i, lo, hi)
                 self.bounds[i] = (lo, hi)
                 self.relax[i] = (_Activation(op.slope, lo, hi) if op.role in ("relu", "leaky")
@@ -405,30 +586,31 @@ class CrownBounds:
         """CROWN bounds of the input of op i, intersected with the box (lo, hi)."""
         op = self.ops[i]
         n, units = lo.shape[0], math.prod(op.in_shape)
+        need = self._needed(i, lo, hi).reshape(n, units)
         lo, hi = lo.reshape(n, units).clone(), hi.reshape(n, units).clone()
-        if self._feeds_pool(i) or _is_pool(op, nn.MaxPool2d):
-            need = torch.ones_like(lo, dtype=torch.bool)
-        else:
-            need = (lo < 0) & (hi > 0)
         counts = need.sum(1)
         rows = int(counts.max()) if n else 0
-        if rows:
-            order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :rows]
-            valid = torch.arange(rows, device=lo.device)[None] < counts[:, None]
-            widest = max(math.prod(o.in_shape) for o in self.ops[:i + 1])
-            chunk = max(1, self.max_elements // max(1, 2 * n * widest))
-            for start in range(0, rows, chunk):
-                idx = order[:, start:start + chunk]
-                k = idx.shape[1]
-                spec = lo.new_zeros(n, 2 * k, units)
-                signs = torch.cat([lo.new_ones(n, k), -lo.new_ones(n, k)], dim=1)
-                spec.scatter_(2, torch.cat([idx, idx], dim=1)[..., None], signs[..., None])
-                A, c = self.back(i, spec.reshape(n, 2 * k, *op.in_shape), lo.new_zeros(n, 2 * k))
-                val = self.region.minimum(A, c)
-                ok = valid[:, start:start + k]
-                cur_l, cur_u = lo.gather(1, idx), hi.gather(1, idx)
-                lo.scatter_(1, idx, torch.where(ok, torch.maximum(cur_l, val[:, :k]), cur_l))
-                hi.scatter_(1, idx, torch.where(ok, torch.minimum(cur_u, -val[:, k:]), cur_u))
+        if not rows:
+            return lo.reshape(n, *op.in_shape), hi.reshape(n, *op.in_shape)
+        # The affine op that computes op i's input (reshapes keep the units' flat order).
+        src = i - 1
+        while not _is_affine(self.ops[src]):
+            src -= 1
+        order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :rows]
+        valid = torch.arange(rows, device=lo.device)[None] < counts[:, None]
+        widest = max(math.prod(o.in_shape) for o in self.ops[:src + 1])
+        chunk = max(1, self.max_elements // max(1, 2 * n * widest))
+        for start in range(0, rows, chunk):
+            idx = order[:, start:start + chunk]
+            k = idx.shape[1]
+            A, c = _rows(self.ops[src], idx)
+            # Both signs: the lower bound of −unit is minus its upper bound.
+            A, c = self.back(src, torch.cat([A, -A], dim=1), torch.cat([c, -c], dim=1))
+            val = self.region.minimum(A, c)
+            ok = valid[:, start:start + k]
+            cur_l, cur_u = lo.gather(1, idx), hi.gather(1, idx)
+            lo.scatter_(1, idx, torch.where(ok, torch.maximum(cur_l, val[:, :k]), cur_l))
+            hi.scatter_(1, idx, torch.where(ok, torch.minimum(cur_u, -val[:, k:]), cur_u))
         return lo.reshape(n, *op.in_shape), hi.reshape(n, *op.in_shape)
 
     # ------------------------------------------------------------------ back-substitution
@@ -467,7 +649,7 @@ class CrownBounds:
     def unstable(self) -> dict[int, _Activation]:
         """The activation relaxations with unstable units (alpha-CROWN's parameters)."""
         return {j: r for j, r in self.relax.items()
-                if isinstance(r, _Activation) and bool(r.unstable.any())}
+                if isinstance(r, _Activation) and r.has_unstable}
 
 
 def _with_inf(bounds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -497,8 +679,8 @@ def alpha_crown_margins(chain: Chain, x: torch.Tensor, y: torch.Tensor,
     if not relax or steps <= 0:
         return _with_inf(best, y)
     classes = best.shape[1]
-    params = {j: r.default[:, None].expand(-1, classes, *r.default.shape[1:]).clone()
-              .requires_grad_(True) for j, r in relax.items()}
+    params = {j: r.default[:, None].expand(-1, classes, -1).clone().requires_grad_(True)
+              for j, r in relax.items()}
     opt = torch.optim.Adam(list(params.values()), lr=lr)
     others = torch.ones_like(best, dtype=torch.bool).scatter(1, y[:, None], False)
     for step in range(steps + 1):

@@ -19,7 +19,8 @@ CHAIN = ("certified", "autoattack", "pgd")
 
 def certified_mask(radius: np.ndarray, eps: float, clean: np.ndarray,
                    ibp: np.ndarray | None = None) -> np.ndarray:
-    """Points certified at ε: correct with a Lipschitz radius above ε, or IBP-certified."""
+    """Points certified at ε: correct with a certified radius above ε (or in ``ibp``, a
+    mask of points certified at ε by a direct check)."""
     lip = (radius > eps) & clean
     return lip if ibp is None else lip | ibp
 
@@ -36,7 +37,8 @@ def consistency_flags(eps: float, clean: np.ndarray, robust: Mapping[str, np.nda
         robust: Per attack name, bool [n] still correct under that attack at ε.
         certified: bool [n] certified at ε (None: no certificates).
         distances: Per minimal-norm attack name, its per-point distances.
-        radius: The per-point Lipschitz radii in this norm (None: no certificates).
+        radius: Per point, the largest certified radius in this norm over the certifiers
+            (None: no certificates).
     """
     flags = []
     acc = {name: float(r.mean()) for name, r in robust.items()}

@@ -27,11 +27,19 @@ from ..precision import measurement_precision
 from ..registry import ATTACKS
 from . import autoattack as _autoattack  # noqa: F401  (registers the attack)
 from .attacks import Attack
-from .certificates import CERTIFICATES, Certifier, NotCertifiable
+from .certificates import (
+    CERTIFICATES,
+    CERTIFIERS,
+    DEFAULT_CERTIFIERS,
+    Certifier,
+    NotCertifiable,
+    record_keys,
+    resolve_certifiers,
+)
 from .configs import attack_config, is_minimal_norm, worst_config
-from .consistency import certified_mask, consistency_flags
+from .consistency import consistency_flags
 from .points import select_points
-from .store import NO_OPTIONS, EvalRecord, RecordKey, records_frame
+from .store import EvalRecord, RecordKey, records_frame
 from .threats import ThreatModel, default_threats, normalize_norm
 from .unit import Evaluation, PriorResults, Unit
 
@@ -50,8 +58,10 @@ class Evaluator:
         norms: The norms to evaluate (default: those of ``threats``, else L2 and Linf).
         attacks: Registered attack names (``autoattack``, ``pgd``, ``fmn``, ``ddn``,
             ``deepfool``, ``cw``, plugins) or :class:`Attack` instances.
-        certify: Also compute Lipschitz-margin radii and IBP certificates (a model that
-            cannot be certified gets skipped certificate records saying why).
+        certify: The certifiers: ``True`` for the default set (``lipschitz``, ``ibp``,
+            ``crown``), ``False`` for none, or names from ``lipschitz``, ``ibp``,
+            ``crown``, ``alpha-crown`` and ``exact`` (:mod:`.certificates`). A model that
+            cannot be certified gets skipped certificate records saying why.
         n: Points per split.
         seed: Seed of the point selection and of every attack.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -66,7 +76,8 @@ class Evaluator:
 
     def __init__(self, threats: Sequence[ThreatModel] | None = None,
                  norms: Sequence[str] | None = None,
-                 attacks: Sequence[str | Attack] = DEFAULT_ATTACKS, certify: bool = True,
+                 attacks: Sequence[str | Attack] = DEFAULT_ATTACKS,
+                 certify: bool | Sequence[str] = True,
                  n: int = 500, seed: int = 0, device: str = "auto",
                  attack_options: dict[str, dict[str, Any]] | None = None,
                  warm_start: bool = False) -> None:
@@ -86,12 +97,13 @@ class Evaluator:
         self.attacks: list[Attack] = [
             a if isinstance(a, Attack) else ATTACKS.get(a)(**options.get(a, {}))
             for a in attacks]
-        self.certify = certify
+        self.certifiers = resolve_certifiers(certify)
+        self.certify = bool(self.certifiers)
         self.n = n
         self.seed = seed
         self.warm_start = warm_start
         self.device = resolve_device(device)
-        self._certifier = Certifier()
+        self._certifier = Certifier(self.certifiers)
 
     def threats_for(self, dataset: str | None) -> list[ThreatModel]:
         """The threat models used on ``dataset``: given ones, else its default grids."""
@@ -155,15 +167,18 @@ class Evaluator:
         unit = Unit(self.seed, split, checkpoint, len(x), context or {},
                     prior or PriorResults())
         clean = self._clean(unit, model, x, y)
-        radii = (self._certifier.certificates(unit, model, x, y, threats, clean)
-                 if self.certify else None)
+        if self.certify:
+            self._certifier.certificates(unit, model, x, y, threats, clean)
         for threat in threats:
             for attack, todo in self._pending(unit, threat):
                 self._attack(unit, attack, model, x, y, todo)
                 if on_step:
                     on_step(f"{split} {attack.name} {threat.norm}")
+            if self.certify:
+                self._certifier.exact(unit, model, x, y, threat, clean,
+                                      self._attack_distances(unit, threat.norm))
             for eps in threat.epsilons:
-                self._worst_and_flags(unit, threat.norm, eps, clean, radii)
+                self._worst_and_flags(unit, threat.norm, eps, clean)
         return Evaluation(split, checkpoint, unit.records, unit.arrays, unit.adversarials)
 
     def _pending(self, unit: Unit, threat: ThreatModel) -> list[tuple[Attack, ThreatModel]]:
@@ -196,8 +211,7 @@ class Evaluator:
                          for a in attacks}
                 if attacks:
                     keys.add(unit.rkey("worst", t.norm, eps, self.worst_config_of(t.norm)))
-                if self.certify:
-                    keys |= {unit.rkey(m, t.norm, eps, NO_OPTIONS) for m in CERTIFICATES}
+                keys |= set(record_keys(unit, self.certifiers, t.norm, eps))
         return keys
 
     @staticmethod
@@ -240,8 +254,14 @@ class Evaluator:
             unit.record(attack.name, norm, eps, config, result.clean_correct, result.robust[i],
                         result.seconds / len(threat.epsilons), result.distances)
 
-    def _worst_and_flags(self, unit: Unit, norm: str, eps: float, clean: np.ndarray,
-                         radii: dict[str, np.ndarray] | None) -> None:
+    def _attack_distances(self, unit: Unit, norm: str) -> np.ndarray | None:
+        """Per point, the smallest distance any minimal-norm attack found (None: none)."""
+        found = [unit.get(unit.akey(a.name, norm, None, "distances", self.config_of(a, norm)))
+                 for a in self.attacks_for(norm)]
+        found = [d for d in found if d is not None]
+        return np.minimum.reduce(found) if found else None
+
+    def _worst_and_flags(self, unit: Unit, norm: str, eps: float, clean: np.ndarray) -> None:
         robust, distances = {}, {}
         for a in self.attacks_for(norm):
             config = self.config_of(a, norm)
@@ -256,11 +276,10 @@ class Evaluator:
         if robust and not unit.done("worst", norm, eps, config):
             unit.record("worst", norm, eps, config, clean,
                         np.logical_and.reduce([clean, *robust.values()]), 0.0)
-        ibp = unit.get(unit.akey("certify-ibp", norm, eps, "certified"))
-        certified = (certified_mask(radii[norm], eps, clean, ibp)
-                     if radii is not None and ibp is not None else None)
-        flags = consistency_flags(eps, clean, robust, certified, distances,
-                                  radii[norm] if certified is not None else None)
+        combined = (self._certifier.combined(unit, norm, eps, clean) if self.certify
+                    else None)
+        certified, radius = combined if combined is not None else (None, None)
+        flags = consistency_flags(eps, clean, robust, certified, distances, radius)
         if flags:
             for r in unit.records:
                 if r.norm == norm and r.eps == float(eps):
@@ -288,5 +307,5 @@ class Evaluator:
         return records_frame(records)
 
 
-__all__ = ["CERTIFICATES", "DEFAULT_ATTACKS", "Evaluation", "Evaluator",
-           "NotCertifiable", "PriorResults"]
+__all__ = ["CERTIFICATES", "CERTIFIERS", "DEFAULT_ATTACKS", "DEFAULT_CERTIFIERS",
+           "Evaluation", "Evaluator", "NotCertifiable", "PriorResults"]
