@@ -21,6 +21,7 @@ from .cli_options import (
     apply_options,
     bench_summary,
     build_evaluator,
+    certify_choice,
     eval_options,
     model_kwargs,
     model_options,
@@ -154,7 +155,8 @@ def attacks_cmd() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
              n_points: int, splits: str, aa_version: str, aa_attacks: str | None,
-             warm_start: bool, no_certify: bool, eval_seed: int, device: str,
+             warm_start: bool, certify_names: str | None, no_certify: bool, eval_seed: int,
+             device: str,
              quiet: bool) -> None:
     """Attack and certify every checkpoint of a run (or one checkpoint file).
 
@@ -169,7 +171,8 @@ def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: 
 
     chosen = parse_splits(splits)
     evaluator = build_evaluator(attacks, norms, eps_l2, eps_linf, n_points, eval_seed, device,
-                                not no_certify, aa_version, aa_attacks, warm_start)
+                                certify_choice(certify_names, no_certify), aa_version,
+                                aa_attacks, warm_start)
     store = evaluate_run(evaluator, path, chosen, progress=not quiet)
     if not distributed.is_main_process():
         return  # under torchrun every rank holds the merged results; rank 0 prints them
@@ -211,7 +214,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
               precision: str, deterministic: bool, attacks: str | None, norms: str,
               eps_l2: str | None, eps_linf: str | None,
               n_points: int | None, splits: str, aa_version: str, aa_attacks: str | None,
-              warm_start: bool, no_certify: bool, eval_seed: int, out: str | None,
+              warm_start: bool, certify_names: str | None, no_certify: bool, eval_seed: int,
+              out: str | None,
               leaderboard_dir: str, no_leaderboard: bool, force: bool, quiet: bool) -> None:
     from . import distributed
     from .io import parse_splits, resolve_device
@@ -233,7 +237,8 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
     if distributed.is_main_process():
         click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
     evaluator = build_evaluator(preset.attacks, norms, eps_l2, eps_linf, preset.n, eval_seed,
-                                device, not no_certify, aa_version, preset.aa_attacks,
+                                device, certify_choice(certify_names, no_certify), aa_version,
+                                preset.aa_attacks,
                                 warm_start)
     result = bench(spec, evaluator, Path(out) if out else None,
                    None if no_leaderboard else Path(leaderboard_dir), chosen,

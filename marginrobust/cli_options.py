@@ -261,6 +261,9 @@ def eval_options(preset: bool = False) -> list[Any]:
         click.option("--warm-start", is_flag=True,
                      help="Start FMN at each checkpoint from the previous checkpoint's "
                           "adversarial points (off: every checkpoint is attacked from scratch)."),
+        click.option("--certify", "certify_names", default=None, metavar="C1,C2",
+                     help="Certifiers to run, from lipschitz, ibp, crown, alpha-crown, exact "
+                          "[default set: lipschitz, ibp, crown; exact where it is cheap]."),
         click.option("--no-certify", is_flag=True, help="Skip the certified radii."),
         click.option("--eval-seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the evaluation points and of the attacks."),
@@ -278,9 +281,12 @@ def model_kwargs(model: str, bias: str | None, width: float | None,
 
 
 def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
-                    n: int, seed: int, device: str, certify: bool, aa_version: str,
+                    n: int, seed: int, device: str, certify: bool | str, aa_version: str,
                     aa_attacks: str | None, warm_start: bool = False) -> Any:
-    """An :class:`~marginrobust.Evaluator` from the CLI's options (``eval`` and ``bench``)."""
+    """An :class:`~marginrobust.Evaluator` from the CLI's options (``eval`` and ``bench``).
+
+    ``certify`` is True (the default set), False (``--no-certify``) or the comma-separated
+    names of ``--certify``."""
     from .evaluate.engine import Evaluator
     from .evaluate.threats import ThreatModel, normalize_norm, parse_eps_list
 
@@ -300,6 +306,10 @@ def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str 
             raise UserError(f"--aa-attacks names no attack: {aa_attacks!r}")
         options["autoattack"] = ({"version": "custom", "attacks_to_run": split_csv(aa_attacks)}
                                  if custom else {"version": aa_version})
+    if isinstance(certify, str):
+        certify = split_csv(certify)
+        if not certify:
+            raise UserError("give at least one certifier to --certify, or use --no-certify")
     return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
                      seed=seed, device=device, attack_options=options, warm_start=warm_start)
 
@@ -436,3 +446,16 @@ def _contradiction(option: str, stored: Any, out: str) -> str:
     return (f"{option} contradicts the run in {out} (it has {stored!r}); --resume continues "
             f"the stored run and may change only {may}; drop the option, or train a new run "
             "with another --out")
+
+
+def certify_choice(names: str | None, none: bool) -> bool | str:
+    """What ``--certify`` and ``--no-certify`` ask for: True (the default set), False, or
+    the names given.
+
+    Raises:
+        UserError: Both options were given.
+    """
+    if none and names is not None:
+        raise UserError("--certify and --no-certify contradict each other; give one")
+    return False if none else (True if names is None else names)
+

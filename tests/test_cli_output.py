@@ -79,3 +79,18 @@ def test_bench_prints_one_row_per_checkpoint_and_where_the_board_is(tmp_path):
     assert any("records (every split" in line for line in rows)
     assert lines[-1] == f"leaderboard: {tmp_path / 'board' / 'README.md'}"
     assert len(lines) < 40
+
+
+def test_eval_certify_names_the_certifiers_it_runs(two_runs):
+    a, _ = two_runs
+    result = _invoke(["eval", a, "--attacks", "fmn", *EVAL[:-3], "--certify", "crown",
+                      "--split", "test"])
+    assert result.exit_code == 0, result.output
+    from marginrobust.evaluate.store import ResultsStore
+
+    methods = {r.method for r in ResultsStore(a).records}
+    assert "certify-crown" in methods and "certify-alpha-crown" not in methods
+    for args, words in ((["--certify", "nope"], "unknown certifier 'nope'"),
+                        (["--certify", "crown", "--no-certify"], "contradict")):
+        bad = _invoke(["eval", a, "--attacks", "fmn", *EVAL[:-3], "--split", "test", *args])
+        assert bad.exit_code == 2 and words in bad.output, bad.output
