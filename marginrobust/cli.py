@@ -28,10 +28,10 @@ from .cli_options import (
     parse_epoch_list,
     parse_kwargs,
     report_flags,
-    resume_overrides,
     summary_table,
     train_options,
 )
+from .cli_resume import resume_overrides
 
 __all__ = ["SCHEDULE_NAMES", "build_evaluator", "main", "summary_table"]
 

@@ -6,7 +6,8 @@ Every command that writes a run (``train``, ``eval``, ``bench``) or a board
 dies, however it dies (SIGKILL, a node lost), so a killed writer never leaves a stale
 lock behind, and a rerun of the same command takes it at once. A second writer is refused
 with one sentence naming the holder (pid, host, command, since when), which the holder
-wrote into the lock file once it had the lock.
+wrote into the lock file once it had the lock. The file is removed when its command ends
+(a killed writer leaves it, unlocked, for the next one to take).
 
 Readers (``leaderboard`` building from runs it does not write, ``compare``) take no lock:
 every file they read is replaced atomically.
@@ -102,7 +103,7 @@ def acquire(folder: str | Path, what: str = "run") -> None:
         _HELD[key] = [None, 1, False]
         return
     fh, created = _open_lock(key)
-    if fh is not None:
+    while fh is not None:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -111,10 +112,15 @@ def acquire(folder: str | Path, what: str = "run") -> None:
                 raise
             holder = _holder_text(fh)
             fh.close()
-            if created:
-                _drop_if_alone(key)
             raise RunBusy(f"the {what} in {folder} is being written by {holder}; wait for "
                           "it to finish or stop it, then rerun this command") from None
+        if _still_there(key, fh):
+            break
+        # The previous holder removed the file between our open and our lock: the lock
+        # we hold is on a file nobody else will open. Take the new file instead.
+        fh.close()
+        fh, _ = _open_lock(key)
+    if fh is not None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
                 "since": time.time()}
         try:
@@ -138,22 +144,30 @@ def release(folder: str | Path) -> None:
         return
     del _HELD[key]
     fh = entry[0]
-    if fh is not None:
-        fh.close()  # type: ignore[attr-defined]  # closing drops the flock
-        if entry[2]:
-            _drop_if_alone(key)
-
-
-def _drop_if_alone(folder: Path) -> None:
-    """Remove a folder made by :func:`acquire` that holds nothing but its lock file: a
-    command refused before it wrote anything leaves no half-made run behind."""
+    if fh is None:
+        return
+    # Removed while still held, so a folder is left as the command found it or wrote it;
+    # a process that opened the file meanwhile sees it gone once it has the lock.
     try:
-        entries = list(folder.iterdir())
-        if [p.name for p in entries] == [LOCK_FILE]:
-            (folder / LOCK_FILE).unlink()
-            folder.rmdir()
+        (key / LOCK_FILE).unlink()
     except OSError:
         pass
+    fh.close()  # type: ignore[attr-defined]  # closing drops the flock
+    if entry[2]:
+        # A folder made here that holds nothing (a command refused before it wrote
+        # anything) is not left behind as a half-made run.
+        try:
+            key.rmdir()
+        except OSError:
+            pass
+
+
+def _still_there(folder: Path, fh: IO[str]) -> bool:
+    """Whether the locked file is still the lock file of ``folder``."""
+    try:
+        return os.stat(folder / LOCK_FILE).st_ino == os.fstat(fh.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def held(folder: str | Path) -> bool:

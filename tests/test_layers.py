@@ -27,6 +27,7 @@ LAYERS: list[list[str]] = [
     ["marginrobust.report"],
     ["marginrobust.pipeline"],
     ["marginrobust.cli_options"],
+    ["marginrobust.cli_resume"],
     ["marginrobust.cli"],
     ["marginrobust.__main__", "marginrobust"],
 ]

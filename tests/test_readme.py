@@ -39,4 +39,4 @@ def test_readme_api_examples_run_as_written(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     # The plain module was certified, not skipped.
-    assert "certificates skipped: 0" in out.stdout
+    assert "lipschitz and ibp skipped: 0" in out.stdout

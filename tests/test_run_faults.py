@@ -291,7 +291,7 @@ def test_a_read_only_run_with_every_result_evaluates_without_writing(tmp_path):
     assert _train(run, 2).exit_code == 0
     first = _invoke(["eval", run, *EVAL])
     assert first.exit_code == 0, first.output
-    (run / runlock.LOCK_FILE).unlink()
+    assert not (run / runlock.LOCK_FILE).exists()  # removed when its command ended
     before = _files(run)
     subprocess.run(["mount", "--bind", str(run), str(run)], check=True)
     try:
@@ -312,7 +312,7 @@ def test_a_read_only_folder_is_evaluated_without_a_lock_file(tmp_path, monkeypat
     run = tmp_path / "run"
     assert _train(run, 2).exit_code == 0
     assert _invoke(["eval", run, *EVAL]).exit_code == 0
-    (run / runlock.LOCK_FILE).unlink()
+    assert not (run / runlock.LOCK_FILE).exists()  # removed when its command ended
     real_open = os.open
 
     def refuse_lock(path, flags, *args):

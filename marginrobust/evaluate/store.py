@@ -8,10 +8,9 @@ Strings appear only at the file boundary (:meth:`ArrayKey.to_str`, :meth:`ArrayK
 
 A run's evaluation lives in ``RUN_DIR/eval/``:
 
-    records.jsonl     one record per figure (:class:`~.records.RecordKey`: checkpoint,
-                      split, method, norm, ε, n, seed, config)
+    records.jsonl     one record per figure (:class:`RecordKey`: its fields above)
     <checkpoint>.npz  per-point distances, robust flags and certified radii of that
-                      checkpoint, named by :meth:`~.records.ArrayKey.to_str` (settings
+                      checkpoint, named by :meth:`ArrayKey.to_str` (settings
                       included, so arrays of other settings are never reused)
     adversarials/<checkpoint>.npz
                       the minimal-norm adversarial points (only with warm-started attacks;
@@ -372,11 +371,8 @@ class ResultsStore:
                                "points": {s: list(v) for s, v in points.items()}})
         text = json.dumps({"format": POINTS_FORMAT, "selections": selections}) + "\n"
         path = self.dir / POINTS
-        # Unchanged: nothing to write (a read-only run whose results are all there
-        # evaluates without writing a byte).
-        if path.exists() and path.read_text() == text:
-            return
-        atomic_write_text(path, text)
+        if not (path.exists() and path.read_text() == text):  # a read-only run stays unwritten
+            atomic_write_text(path, text)
 
     def frame(self) -> Any:
         """The records as a pandas DataFrame (one row per figure)."""

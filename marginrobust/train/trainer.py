@@ -1,6 +1,9 @@
 """The training loop of the paper: plain SGD on the cross-entropy, measured every epoch.
 
-No file I/O here: checkpoints, metric logs and progress bars are callbacks.
+No file I/O here: checkpoints, metric logs and progress bars are callbacks. The module is
+longer than the others (over 500 lines) because the epoch loop, its chunked variant for the
+in-epoch alarm of ``loss-based-fast`` and the exact reduction across ranks share one state,
+which splitting would have to pass around.
 
 Started by a launcher (``torchrun``), every rank runs the same loop on a replica of the
 model (data parallelism): each global batch of the single-process order is split into
