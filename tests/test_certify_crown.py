@@ -481,6 +481,27 @@ def test_default_certifiers_and_their_combination(trained_mlp, digits):
     assert {r.config for r in old.records if r.method == "certified"} == {"{}"}
 
 
+def test_the_default_set_leaves_crown_out_where_it_is_costly(trained_small, digits,
+                                                             monkeypatch):
+    from marginrobust.evaluate import certificates
+    from marginrobust.evaluate.certify_crown import crown_cost
+
+    cost = crown_cost(build_chain(trained_small, (1, 8, 8)))
+    assert 1e6 < cost < 1e8  # the paper's CNN at width 1/8 on 8x8 digits
+    monkeypatch.setitem(certificates.CROWN_DEFAULT_MAX, "cpu", cost / 2)
+    result = _evaluate(trained_small, digits, True)
+    by = {(r.method, r.norm): r for r in result.records}
+    for norm in ("L2", "Linf"):
+        crown = by[("certify-crown", norm)]
+        assert crown.robust_acc is None and "ask for it by name" in crown.skipped
+        # What ran is exactly the old pair: the old config, the old meaning.
+        assert by[("certified", norm)].config == "{}" and by[("certified", norm)].skipped is None
+        assert by[("certify-ibp", norm)].skipped is None
+    asked = _evaluate(trained_small, digits, ["lipschitz", "ibp", "crown"])
+    assert (asked.array("certify-crown", "radius", "Linf") > 0).any()
+    assert not any(r.skipped for r in asked.records)
+
+
 def test_bad_certifier_names_are_refused_by_name():
     with pytest.raises(UserError, match="unknown certifier 'crwn'; use True, False or names "
                                         "from lipschitz, ibp, crown, alpha-crown, exact"):

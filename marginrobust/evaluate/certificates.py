@@ -3,7 +3,9 @@ certificate records marked as skipped, with the reason, for a model that cannot 
 certified (its attack figures are computed all the same).
 
 The certifiers (``Evaluator(certify=...)``: ``True`` for :data:`DEFAULT_CERTIFIERS`,
-``False`` for none, or names from :data:`CERTIFIERS`):
+``False`` for none, or names from :data:`CERTIFIERS`; in the default set CROWN runs only
+where :func:`.certify_crown.crown_cost` is at most :data:`CROWN_DEFAULT_MAX`, elsewhere its
+records are skipped saying how to ask for it):
 
 * ``lipschitz``: Lipschitz-margin radii per norm (:func:`.certify.lipschitz_radii`);
 * ``ibp``: interval bound propagation, certified or not at each ε (as before), and now a
@@ -16,7 +18,7 @@ The certifiers (``Evaluator(certify=...)``: ``True`` for :data:`DEFAULT_CERTIFIE
 Each certifier ``name`` records ``certify-<name>`` per (norm, ε): the certified fraction
 (radius > ε; IBP: its direct check at ε) and the median radius. Its per-point arrays are
 ``radius`` per norm (and IBP's ``certified`` per ε), under the certifier's options as
-config. ``certified`` records the points certified by any of them, with the certifiers in
+config. ``certified`` records the points certified by any of those that ran, with them in
 its config (``{}``, as before, for exactly Lipschitz and IBP, so old records keep their
 meaning).
 
@@ -39,7 +41,8 @@ from ..errors import UserError
 from ..margins import param_norm
 from . import certify as _certify
 from .certify import NotCertifiable, certify_reason
-from .certify_crown import ALPHA_LR, ALPHA_STEPS
+from .certify_chain import build_chain
+from .certify_crown import ALPHA_LR, ALPHA_STEPS, crown_cost
 from .certify_radius import certified_radii
 from .consistency import certified_mask
 from .store import NO_OPTIONS, ArrayKey, canonical_json
@@ -50,6 +53,13 @@ CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 # alpha-CROWN is left out: 5 to 15 times CROWN's time for radii within 1 % of CROWN's on
 # the digits nets (README, certificates).
 DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown")
+# In the default set CROWN runs where it is cheap: at most this many multiply-adds per
+# point and bound (certify_crown.crown_cost, an upper estimate) on the device. On the CPU
+# 1e7 admits MLPs such as 64-32-10 (3e4) and a conv-ReLU-linear net of 1,024 units (8e5),
+# and leaves out the CPU bench's digits CNN at width 0.5 (3e8: 0.2 to 0.5 s per point and
+# norm on one core, tens of times its attacks). The cuda figure assumes a GPU 1000 times
+# faster and is not measured.
+CROWN_DEFAULT_MAX = {"cpu": 1e7, "cuda": 1e10}
 COMBINED = "certified"
 # Every method a certificate record may carry.
 CERTIFICATES = (*(f"certify-{name}" for name in CERTIFIERS), COMBINED)
@@ -142,10 +152,13 @@ class Certifier:
 
     Args:
         names: The certifiers to run (:func:`resolve_certifiers`).
+        by_default: They are the default set (then CROWN runs only where it is cheap).
     """
 
-    def __init__(self, names: Sequence[str] = DEFAULT_CERTIFIERS) -> None:
+    def __init__(self, names: Sequence[str] = DEFAULT_CERTIFIERS,
+                 by_default: bool = False) -> None:
         self.names = tuple(names)
+        self.by_default = by_default
         self._bounds_key: tuple[Any, ...] | None = None
         self._bounds_cache: list[Any] = []
 
@@ -177,6 +190,14 @@ class Certifier:
                           for n in names for norm in {t.norm for t in threats}):
             reason = self.not_certifiable(model, tuple(x.shape[1:]))
             if reason is None:
+                costly = self._costly(model, tuple(x.shape[1:]), x.device)
+                if costly is not None:
+                    names.remove("crown")
+                    self._skip(unit, [unit.rkey(method("crown"), norm, eps,
+                                                certifier_config("crown"))
+                                      for norm, eps, n in pending if n == "crown"],
+                               clean, costly)
+                    pending = [p for p in pending if p[2] != "crown"]
                 try:
                     self._compute(unit, model, x, y, threats, clean, names)
                 except NotCertifiable as exc:
@@ -189,6 +210,19 @@ class Certifier:
         for norm, eps, name in pending:
             self._record(unit, name, norm, eps, clean)
         return True
+
+    def _costly(self, model: nn.Module, shape: tuple[int, ...],
+                device: torch.device) -> str | None:
+        """Why CROWN is left out of the default set for ``model`` (None: it is cheap)."""
+        if not (self.by_default and "crown" in self.names):
+            return None
+        cost = crown_cost(build_chain(model, shape))
+        limit = CROWN_DEFAULT_MAX.get(device.type, CROWN_DEFAULT_MAX["cpu"])
+        if cost <= limit:
+            return None
+        return (f"CROWN runs by default only where it is cheap: about {cost:.1e} "
+                f"multiply-adds per point and bound for this model, above {limit:.0e} on "
+                f"{device.type}; ask for it by name (certify=[..., 'crown'])")
 
     def _radius_key(self, unit: Unit, name: str, norm: str | None) -> ArrayKey:
         return unit.akey(method(name), norm, None, "radius", radius_config(name))
@@ -347,17 +381,19 @@ class Certifier:
 
     def combined(self, unit: Unit, norm: str, eps: float,
                  clean: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """The points certified at ε by any certifier and the largest radius per point;
-        records them as ``certified``. None where nothing was certified (no certifier
-        for this norm, or a model that cannot be certified)."""
-        here = certifiers_for(self.names, norm)
-        masks = [self._mask(unit, n, norm, eps, clean) for n in here
-                 if n == "ibp" or unit.get(self._radius_key(unit, n, norm)) is not None]
-        masks = [m for m in masks if m is not None]
-        if not here or len(masks) < len(here):
+        """The points certified at ε by any certifier that ran and the largest radius per
+        point; records them as ``certified``. None where nothing was certified (no
+        certifier for this norm, or a model that cannot be certified)."""
+        ran = [n for n in certifiers_for(self.names, norm)
+               if (unit.get(unit.akey("certify-ibp", norm, eps, "certified")) if n == "ibp"
+                   else unit.get(self._radius_key(unit, n, norm))) is not None]
+        if not ran:
             return None
-        certified = np.logical_or.reduce(masks) & clean
-        config = combined_config(self.names)
+        certified = np.logical_or.reduce([self._mask(unit, n, norm, eps, clean)
+                                          for n in ran]) & clean
+        # The certifiers that ran: CROWN left out of the default set for a costly model
+        # leaves exactly the old pair, whose records keep config {}.
+        config = combined_config(ran)
         if not unit.done(COMBINED, norm, eps, config):
             unit.record(COMBINED, norm, eps, config, clean, certified, 0.0)
         return certified, self.best_radius(unit, norm, clean)

@@ -77,8 +77,8 @@ from .certify_chain import build_chain
 from .certify_ops import Chain, NotCertifiable, Op, pair
 from .threats import normalize_norm
 
-__all__ = ["CrownBounds", "Region", "alpha_crown_margins", "crown_margins", "get_chain",
-           "preactivation_bounds"]
+__all__ = ["CrownBounds", "Region", "alpha_crown_margins", "crown_cost", "crown_margins",
+           "get_chain", "preactivation_bounds"]
 
 # Float64 values of one back-substituted tensor (batch × rows × features); temporaries
 # take a few times that.
@@ -696,6 +696,44 @@ def alpha_crown_margins(chain: Chain, x: torch.Tensor, y: torch.Tensor,
             for p in params.values():
                 p.clamp_(0.0, 1.0)
     return _with_inf(best, y)
+
+
+def _op_cost(op: Op) -> int:
+    """Multiply-adds of pulling one row back through ``op``."""
+    units_in, units_out = math.prod(op.in_shape), math.prod(op.out_shape)
+    if op.role == "linear" or (_is_affine(op) and units_in * units_out <= DENSE_MAX):
+        return units_in * units_out if op.role != "linear" else units_out * op.in_shape[-1] \
+            * (units_in // op.in_shape[-1])
+    if op.role == "conv":
+        assert op.module is not None
+        m = op.module
+        return units_out * (op.in_shape[0] // m.groups) * math.prod(pair(m.kernel_size))
+    if _is_affine(op):  # average pooling
+        return units_out * math.prod(pair(op.module.kernel_size))  # type: ignore[union-attr]
+    return units_in if _is_nonlinear(op) else 0
+
+
+def crown_cost(chain: Chain) -> float:
+    """An upper estimate of CROWN's multiply-adds per point and bound evaluation: two rows
+    per unit of every nonlinear op's input fed by an affine op (every unit counted, as if
+    all were unstable), and one row per logit, each built at the input of the affine op
+    that computes them and pulled back from there to the input."""
+    ops = chain.ops[:chain.head]
+    to_input = [0]
+    for op in ops:
+        to_input.append(to_input[-1] + _op_cost(op))
+    rows, source = 0, None
+    for i, op in enumerate(ops):
+        if _is_affine(op):
+            source = i
+        elif _is_nonlinear(op):
+            if source is not None:
+                start = math.prod(ops[source].in_shape) + to_input[source]
+                rows += 2 * math.prod(op.in_shape) * start
+            source = None
+    head = chain.ops[chain.head]
+    return float(rows + math.prod(head.out_shape) * (math.prod(head.in_shape)
+                                                     + to_input[-1]))
 
 
 @torch.no_grad()

@@ -59,9 +59,10 @@ class Evaluator:
         attacks: Registered attack names (``autoattack``, ``pgd``, ``fmn``, ``ddn``,
             ``deepfool``, ``cw``, plugins) or :class:`Attack` instances.
         certify: The certifiers: ``True`` for the default set (``lipschitz``, ``ibp``,
-            ``crown``), ``False`` for none, or names from ``lipschitz``, ``ibp``,
-            ``crown``, ``alpha-crown`` and ``exact`` (:mod:`.certificates`). A model that
-            cannot be certified gets skipped certificate records saying why.
+            and ``crown`` where it is cheap), ``False`` for none, or names from
+            ``lipschitz``, ``ibp``, ``crown``, ``alpha-crown`` and ``exact``
+            (:mod:`.certificates`). A certifier that cannot run gets skipped records
+            saying why.
         n: Points per split.
         seed: Seed of the point selection and of every attack.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -103,7 +104,7 @@ class Evaluator:
         self.seed = seed
         self.warm_start = warm_start
         self.device = resolve_device(device)
-        self._certifier = Certifier(self.certifiers)
+        self._certifier = Certifier(self.certifiers, by_default=certify is True)
 
     def threats_for(self, dataset: str | None) -> list[ThreatModel]:
         """The threat models used on ``dataset``: given ones, else its default grids."""
