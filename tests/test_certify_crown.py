@@ -502,6 +502,30 @@ def test_the_default_set_leaves_crown_out_where_it_is_costly(trained_small, digi
     assert not any(r.skipped for r in asked.records)
 
 
+def test_exact_runs_after_the_attacks_in_linf_only(digits):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 6, bias=False), nn.ReLU(),
+                        nn.Linear(6, 10, bias=False))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(100):
+        loss = F.cross_entropy(net(digits.x_train), digits.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ev = Evaluator(threats=[ThreatModel("L2", (0.3,)), ThreatModel("Linf", (0.03,))],
+                   attacks=("fmn",), certify=["crown", "exact"], n=8, seed=0, device="cpu")
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    result = ev.evaluate(net.eval(), x, y, "test")
+    keys = {r.key for r in result.records}
+    assert keys == ev._expected_keys("model", "test", 8, ev.threats)
+    assert ("certify-exact", "L2") not in {(r.method, r.norm) for r in result.records}
+    exact = result.array("certify-exact", "radius", "Linf")
+    crown = result.array("certify-crown", "radius", "Linf")
+    fmn = result.array("fmn", "distances", "Linf")
+    assert (exact >= crown).all() and (exact <= fmn * (1 + 1e-4)).all()
+    assert result.array("certify-exact", "optimal", "Linf").any()
+
+
 def test_bad_certifier_names_are_refused_by_name():
     with pytest.raises(UserError, match="unknown certifier 'crwn'; use True, False or names "
                                         "from lipschitz, ibp, crown, alpha-crown, exact"):

@@ -5,7 +5,7 @@
 * :mod:`.certify`: Lipschitz-margin radii and IBP certificates; :mod:`.certify_crown`:
   CROWN and alpha-CROWN margin bounds (and the pre-activation bounds of the exact
   verifier, :mod:`.certify_exact`); :mod:`.certify_radius`: per-point certified radii of
-  IBP, CROWN and alpha-CROWN by bisection; :mod:`.certificates`: which certifiers the
+  IBP, CROWN and alpha-CROWN by a search on ε; :mod:`.certificates`: which certifiers the
   engine runs and what it records;
 * :mod:`.engine`: the :class:`~.engine.Evaluator`, attacks and certificates on tensors,
   returning typed :class:`~.unit.Evaluation` results;

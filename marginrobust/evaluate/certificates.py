@@ -9,8 +9,8 @@ records are skipped saying how to ask for it):
 
 * ``lipschitz``: Lipschitz-margin radii per norm (:func:`.certify.lipschitz_radii`);
 * ``ibp``: interval bound propagation, certified or not at each ε (as before), and now a
-  radius per norm too, by bisection (:func:`.certify_radius.certified_radii`);
-* ``crown``, ``alpha-crown``: radii per norm by bisection on their margin bounds;
+  radius per norm too, by a search on ε (:func:`.certify_radius.certified_radii`);
+* ``crown``, ``alpha-crown``: radii per norm by the same search on their margin bounds;
 * ``exact``: the exact minimal Linf distance by MILP (:mod:`.certify_exact`) within a
   per-point time limit, after the attacks (their distances cap it); its radius is the
   proven lower bound. Linf only: it has no L2 records.
@@ -65,7 +65,7 @@ COMBINED = "certified"
 CERTIFICATES = (*(f"certify-{name}" for name in CERTIFIERS), COMBINED)
 # The certifiers whose combination the records of config {} hold (written before CROWN).
 LEGACY = frozenset({"lipschitz", "ibp"})
-# Relative precision of the radii found by bisection, and exact's seconds per point.
+# Relative precision of the radii found by search, and exact's seconds per point.
 RADIUS_TOL = 1e-3
 EXACT_TIME_LIMIT = 30.0
 
@@ -118,7 +118,7 @@ def certifier_config(name: str) -> str:
 
 
 def radius_config(name: str) -> str:
-    """The config of certifier ``name``'s radius arrays (IBP's radius is a bisection too,
+    """The config of certifier ``name``'s radius arrays (IBP's radius is searched too,
     though its records, decided by the direct check at ε, have none)."""
     return canonical_json({"rel_tol": RADIUS_TOL}) if name == "ibp" else certifier_config(
         name)
@@ -142,7 +142,7 @@ def record_keys(unit: Unit, names: Sequence[str], norm: str, eps: float) -> list
     here = certifiers_for(names, norm)
     keys = [unit.rkey(method(n), norm, eps, certifier_config(n)) for n in here]
     if here:
-        keys.append(unit.rkey(COMBINED, norm, eps, combined_config(names)))
+        keys.append(unit.rkey(COMBINED, norm, eps, combined_config(here)))
     return keys
 
 
@@ -177,10 +177,9 @@ class Certifier:
 
     # ------------------------------------------------------------------ before the attacks
     def certificates(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     threats: Sequence[ThreatModel], clean: np.ndarray) -> bool:
-        """Every certifier but ``exact``: arrays and per-certifier records. Returns whether
-        the model could be certified (if not, every certificate record is a skipped one
-        saying why)."""
+                     threats: Sequence[ThreatModel], clean: np.ndarray) -> None:
+        """Every certifier but ``exact``: arrays and per-certifier records (for a model that
+        cannot be certified, skipped records saying why)."""
         grid = [(t.norm, e) for t in threats for e in t.epsilons]
         names = [n for n in self.names if n != "exact"]
         pending = [(norm, eps, n) for norm, eps in grid for n in certifiers_for(names, norm)
@@ -206,10 +205,9 @@ class Certifier:
             keys = [k for norm, eps in grid for k in record_keys(unit, self.names, norm, eps)
                     if k.method != method("exact")]
             self._skip(unit, keys, clean, reason)
-            return False
+            return
         for norm, eps, name in pending:
             self._record(unit, name, norm, eps, clean)
-        return True
 
     def _costly(self, model: nn.Module, shape: tuple[int, ...],
                 device: torch.device) -> str | None:
@@ -258,7 +256,7 @@ class Certifier:
 
     def _bisected(self, unit: Unit, name: str, model: nn.Module, x: torch.Tensor,
                   y: torch.Tensor, norm: str, clean: np.ndarray) -> None:
-        """Radii of a bound-propagation certifier by bisection (correct points only)."""
+        """Radii of a bound-propagation certifier by search on ε (correct points only)."""
         key = self._radius_key(unit, name, norm)
         if unit.get(key) is not None:
             return

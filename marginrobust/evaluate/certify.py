@@ -55,8 +55,7 @@ from .certify_ops import Chain
 
 __all__ = ["LayerBound", "NORM_SLACK", "NotCertifiable", "RadiusResult", "certified_accuracy",
            "certify_reason", "conv2d_norm_bound", "ibp_certified", "ibp_margins",
-           "lipschitz_radii",
-           "operator_norm_bounds"]
+           "lipschitz_radii", "operator_norm_bounds"]
 
 
 @dataclass

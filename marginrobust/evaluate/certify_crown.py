@@ -38,11 +38,14 @@ box bound, and often well above both.
 
 **Intermediate bounds.** The bounds l, u of the input of every ReLU, LeakyReLU and
 MaxPool2d come from CROWN itself: back-substitution of each unit (both signs) to the
-input, intersected with the interval (IBP) image of the previous bounds. Units whose
-interval bounds already make them stable are not back-substituted (their relaxation is
-exact whatever their bounds), except in front of a MaxPool2d, whose relaxation uses the
-bounds of every input. A nonlinear operation fed by another one without an affine
-operation in between (ReLU → MaxPool2d) takes the interval image of the previous bounds.
+input, intersected with the interval (IBP) image of the previous bounds. Only units whose
+bounds can change a relaxation are back-substituted: those the interval bounds leave
+unstable, and in front of a MaxPool2d also those of the windows the interval bounds do not
+resolve (a window whose best input dominates the others keeps its exact relaxation under
+any tighter bounds); the others keep their interval bounds, which cannot move a final
+bound. A nonlinear operation fed by another one without an affine operation in between
+(ReLU → MaxPool2d) takes the interval image of the previous bounds. In Linf, the units one
+affine operation away from the input take their interval bounds, which are exact there.
 
 **alpha-CROWN** (Xu et al. 2021): the free slope of each unstable unit, one per margin and
 point, is optimised by projected Adam steps on the sum of the margins' lower bounds, from
@@ -52,10 +55,13 @@ of the final margins are optimised; intermediate bounds are CROWN's.
 
 Everything is float64 and batched over points, on the chain's device (CPU or cuda). As for
 the other certificates, rounding is not directed: "sound" means sound up to float64
-rounding. Cost: the intermediate bounds back-substitute up to two rows per unstable unit
-of each layer through every layer before it, so a point costs about the sum over
-nonlinear layers of (2 × its back-substituted units × a forward pass up to it); memory is
-held to ``max_elements`` float64 values per back-substituted tensor by chunking the units.
+rounding. Cost: each back-substituted unit is two rows pulled back through every
+operation before it (the rows of the affine operation computing it are built directly;
+small convolutions and poolings are applied as dense float64 matrices, faster than
+transposed convolutions), so a point costs about the sum over nonlinear layers of
+(2 × its back-substituted units × the work of pulling a row back to the input):
+:func:`crown_cost` is the estimate with every unit counted. Memory is held to
+``max_elements`` float64 values per back-substituted tensor by chunking the units.
 """
 
 from __future__ import annotations

@@ -2,22 +2,28 @@
 
 :func:`margin_lower_bounds` dispatches to IBP (:func:`.certify.ibp_margins`), CROWN and
 alpha-CROWN (:mod:`.certify_crown`); :func:`certified_radii` turns any of them into a
-per-point certified radius by a bisection on ε.
+per-point certified radius by a search on ε.
 
-**The bisection.** A point is certified at ε when the lower bound of every margin
-f_y − f_j (j ≠ y) over the ε-ball ∩ [0, 1] is positive. Per point, batched: a first
-radius is tried (half the first-order estimate margin / ‖∇margin‖_dual, or ``start``),
-then multiplied or divided by 4 until one radius is certified and a larger one is not (or
-the cap is certified: Linf 1 and L2 sqrt(d) for inputs in [0, 1], balls that hold the whole
-box), then the bracket [lo, hi] is cut at its geometric middle until hi ≤ lo (1 + rel_tol).
-The radius returned is lo, which was itself certified; misclassified points (ties
-included) get 0, and so does a point not certified even at cap · 2^-40. About
-2 + log2(ln 4 / ln(1 + rel_tol)) evaluations per point: 13 at rel_tol = 1e-3.
+**The search.** A point is certified at ε when the lower bound of every margin
+f_y − f_j (j ≠ y) over the ε-ball ∩ [0, 1] is positive; m(ε), the smallest of them, is
+what the search reads. Per point, batched over the points still searching: the first trial
+is half the first-order estimate margin / ‖∇margin‖_dual (or ``start``); then a bracket
+[lo, hi] is kept with lo certified (at first 0, where m is the exact margin) and hi not,
+and each trial is the zero of a quadratic model of m through what is known (Brent-like
+inverse interpolation, see :class:`_Search`), kept 5 % inside the bracket; near an end it
+is the test that closes the bracket to hi ≤ lo (1 + rel_tol); after 8 such steps,
+geometric bisection. Before a first failure, trials grow from lo by at most 4x, up to the
+cap: Linf 1 and L2 sqrt(d) for inputs in [0, 1], balls that hold the whole box (a point
+certified there gets the cap). The radius returned is lo, which was itself certified;
+misclassified points (ties included) get 0, and so does a point not certified even at
+cap · 2^-40. Measured at rel_tol = 1e-3 on digits nets: 5 to 9 bound evaluations per point
+on average (a plain bisection from a factor-4 bracket takes 13).
 
 "Precision rel_tol" means: the certifier failed at some radius at most (1 + rel_tol) times
 the one returned. Certification by these bounds is monotone in ε for IBP (nested boxes);
 for CROWN and alpha-CROWN it is in practice but not by construction (the relaxation's
-slopes change with the bounds), so a larger certified radius may in rare cases exist.
+slopes switch with the bounds, so m(ε) can jump), so a larger certified radius may in rare
+cases exist.
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ __all__ = ["METHODS", "certified_radii", "margin_lower_bounds"]
 METHODS = ("ibp", "crown", "alpha-crown")
 GROWTH = 4.0
 FLOOR = 2.0 ** -40
-# Bracketed steps before a point gives up (lo is still certified): 8 regula falsi steps and
-# enough geometric bisection for a bracket of 1e6 at rel_tol 1e-6.
+# Bracketed steps before a point gives up (lo is still certified): 8 interpolation steps
+# and enough geometric bisection for a bracket of 1e6 at rel_tol 1e-6.
 MAX_STEPS = 40
 
 
@@ -121,7 +127,7 @@ def _logits(chain: Chain, x: torch.Tensor) -> torch.Tensor:
 def _first_order_radius(chain: Chain, x: torch.Tensor, y: torch.Tensor, norm: str,
                         batch_size: int) -> torch.Tensor:
     """margin / ‖∇margin‖_dual of the closest class at x: the distance to its linearised
-    decision boundary (a guess to start the bisection from, not a bound)."""
+    decision boundary (a guess to start the search from, not a bound)."""
     out = []
     for s in range(0, x.shape[0], batch_size):
         xb = x[s:s + batch_size].clone().requires_grad_(True)
@@ -144,7 +150,7 @@ def certified_radii(model: nn.Module | Chain, x: torch.Tensor,
                     max_radius: float | None = None, batch_size: int = 256,
                     input_bounds: tuple[float, float] | None = (0.0, 1.0),
                     alpha_steps: int = ALPHA_STEPS, alpha_lr: float = ALPHA_LR) -> np.ndarray:
-    """Per-point certified radii of a certifier, by bisection on ε (module docstring).
+    """Per-point certified radii of a certifier, by a search on ε (module docstring).
 
     Args:
         model: A module whose forward is a supported chain ending in a Linear, or its
@@ -153,7 +159,7 @@ def certified_radii(model: nn.Module | Chain, x: torch.Tensor,
         y: Integer labels (N,).
         method: ``ibp``, ``crown`` or ``alpha-crown``.
         norm: ``Linf`` or ``L2``.
-        rel_tol: Relative precision of the bisection (0 < rel_tol < 1).
+        rel_tol: Relative precision of the search (0 < rel_tol < 1).
         start: Per-point first radius to try (default: half the first-order estimate).
         max_radius: The largest radius searched (default: the diameter of the input box
             in the norm: 1 for Linf, sqrt(d) for L2 with inputs in [0, 1]).

@@ -17,12 +17,9 @@ import numpy as np
 CHAIN = ("certified", "autoattack", "pgd")
 
 
-def certified_mask(radius: np.ndarray, eps: float, clean: np.ndarray,
-                   ibp: np.ndarray | None = None) -> np.ndarray:
-    """Points certified at ε: correct with a certified radius above ε (or in ``ibp``, a
-    mask of points certified at ε by a direct check)."""
-    lip = (radius > eps) & clean
-    return lip if ibp is None else lip | ibp
+def certified_mask(radius: np.ndarray, eps: float, clean: np.ndarray) -> np.ndarray:
+    """Points certified at ε: correct, with a certified radius above ε."""
+    return (radius > eps) & clean
 
 
 def consistency_flags(eps: float, clean: np.ndarray, robust: Mapping[str, np.ndarray],
