@@ -1,5 +1,8 @@
 """CROWN and alpha-CROWN: linear-relaxation bounds on the margins of a traced chain.
 
+(About 790 lines: the backward pass, the relaxation of each operation, the two input sets
+and the slope optimisation share the chain's bookkeeping, which splitting would pass around.)
+
 CROWN (Zhang et al. 2018) bounds a linear function of a layer's output from below by
 walking back through the chain of :func:`.certify_chain.build_chain` to the input
 ("back-substitution"): affine operations (Linear, Conv2d, AvgPool2d, reshapes,
