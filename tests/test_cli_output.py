@@ -94,3 +94,12 @@ def test_eval_certify_names_the_certifiers_it_runs(two_runs):
                         (["--certify", "crown", "--no-certify"], "contradict")):
         bad = _invoke(["eval", a, "--attacks", "fmn", *EVAL[:-3], "--split", "test", *args])
         assert bad.exit_code == 2 and words in bad.output, bad.output
+
+
+def test_the_board_never_takes_a_certifiers_radii_for_attack_distances():
+    from marginrobust.report.methods import minimal_norm_methods
+
+    records = [{"method": m, "median_distance": 0.1}
+               for m in ("certify-crown", "certify-alpha-crown", "certify-exact",
+                         "certify-lipschitz", "certified", "worst", "fmn")]
+    assert minimal_norm_methods(records) == frozenset({"fmn"})

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .columns import HALF_EPS_PREFIX, MEDIAN_PREFIX, MIN_RADIUS, RADIUS_PREFIX, is_bound
-from .methods import EVALUATOR_METHODS
+from .methods import is_evaluator_method
 
 # pyautoattack's standard version (its run_standard_evaluation with version="standard").
 STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -60,7 +60,7 @@ def _worst_text(config: str, methods: Iterable[str]) -> str:
         names = [autoattack_text(json.dumps(o)) if m == "autoattack" else str(m)
                  for m, o in sorted(attacks.items())]
     else:  # older records: the attacks that ran at this setting
-        names = [m for m in sorted(methods) if m not in EVALUATOR_METHODS]
+        names = [m for m in sorted(methods) if not is_evaluator_method(m)]
     return "worst case over: " + ", ".join(names)
 
 

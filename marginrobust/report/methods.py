@@ -16,8 +16,15 @@ from typing import Any
 from ..registry import ATTACKS
 
 # Methods the Evaluator writes itself (certificates and the per-point worst case): never
-# attacks, whatever their records carry (certificates report radii as distances).
-EVALUATOR_METHODS = frozenset({"worst", "certified", "certify-lipschitz", "certify-ibp"})
+# attacks, whatever their records carry (certificates report radii as distances). Every
+# certifier's records are ``certify-<name>`` (lipschitz, ibp, crown, alpha-crown, exact...).
+EVALUATOR_METHODS = frozenset({"worst", "certified"})
+CERTIFIER_PREFIX = "certify-"
+
+
+def is_evaluator_method(method: str) -> bool:
+    """Whether ``method`` is the Evaluator's own (a certifier, ``certified`` or ``worst``)."""
+    return method in EVALUATOR_METHODS or method.startswith(CERTIFIER_PREFIX)
 
 
 @functools.cache
@@ -33,7 +40,7 @@ def registered_minimal_norm(method: str) -> bool | None:
     Args:
         method: A record's method name.
     """
-    if method in EVALUATOR_METHODS:
+    if is_evaluator_method(method):
         return False
     _register_builtins()
     if method not in ATTACKS:
@@ -65,6 +72,6 @@ def minimal_norm_methods(records: Iterable[Mapping[str, Any]]) -> frozenset[str]
     found = set()
     for method, has_distance in with_distance.items():
         answer = registered_minimal_norm(method)
-        if answer or (answer is None and has_distance and method not in EVALUATOR_METHODS):
+        if answer or (answer is None and has_distance and not is_evaluator_method(method)):
             found.add(method)
     return frozenset(found)
