@@ -144,14 +144,14 @@ def test_milp_below_attacks_above_certificates(family, bias):
         assert below.status[0] == "robust" and above.status[0] == "not robust"
 
 
-def test_crown_radii_below_exact_when_available():
-    crown = pytest.importorskip("marginrobust.evaluate.certify_crown")
-    if not hasattr(crown, "certified_radii"):
-        pytest.skip("CROWN radii are not available yet")
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
+def test_search_radii_below_exact(method):
+    from marginrobust.evaluate.certify_radius import certified_radii
+
     model = small_cnn(True)
     x, y = points(model)
     res = exact_linf_distances(model, x, y, bounds="crown", time_limit=60)
-    radii = np.asarray(crown.certified_radii(model, x, y, method="crown", norm="Linf"))
+    radii = np.asarray(certified_radii(model, x, y, method=method, norm="Linf"))
     assert np.all(radii.reshape(-1) <= res.distance + 1e-9)
 
 
