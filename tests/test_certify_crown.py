@@ -371,8 +371,13 @@ def trained_small(digits) -> nn.Module:
     """A small CNN with max pooling, lightly trained on digits."""
     torch.manual_seed(0)
     model = create_model("cnn", in_chans=1, img_size=8, width=0.125)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(60):
+    return _fit(model, digits, lr=0.05, steps=60)
+
+
+def _fit(model: nn.Module, digits, lr: float, steps: int) -> nn.Module:
+    """Full-batch SGD with momentum 0.9 on the digits training set; the model in eval mode."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
         loss = F.cross_entropy(model(digits.x_train), digits.y_train)
         opt.zero_grad()
         loss.backward()
@@ -506,12 +511,7 @@ def test_exact_runs_after_the_attacks_in_linf_only(digits):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 6, bias=False), nn.ReLU(),
                         nn.Linear(6, 10, bias=False))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(100):
-        loss = F.cross_entropy(net(digits.x_train), digits.y_train)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(net, digits, lr=0.1, steps=100)
     ev = Evaluator(threats=[ThreatModel("L2", (0.3,)), ThreatModel("Linf", (0.03,))],
                    attacks=("fmn",), certify=["crown", "exact"], n=8, seed=0, device="cpu")
     x, y = digits.x_test[:8], digits.y_test[:8]

@@ -296,26 +296,12 @@ class Trainer:
             saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             steps, exploded = self._run_epoch()
             self.grad_evals += steps
-            train = None if exploded else self._train_stats()
-            log_mean = None if train is None else train["log10_mean_loss"] * LN10
-            if self.schedule.end_epoch(log_mean):
-                self.epoch += 1
-                self.step += steps
-                self.record = self.measure(rollbacks, train)
-                self._add_wall(start)
-                self.record["wall_s"] = self.wall_s
-                self._emit(self.record)
+            if self._judge(start, steps, exploded, rollbacks, saved):
                 return None
-            self.model.load_state_dict(saved)
-            self._add_wall(start)
             rollbacks += 1
-            why = "exploded" if exploded else "loss rose"
-            for cb in self.callbacks:
-                cb.on_rollback(self, self.epoch + 1, why)
-            if self.schedule.exhausted:
-                return self._exhausted_reason()
-            if self._out_of_time():
-                return "time"
+            reason = self._stop_after_rollback()
+            if reason is not None:
+                return reason
 
     def _advance_guarded(self) -> str | None:
         """Attempt epochs until one is accepted, each run in guarded chunks
@@ -331,26 +317,42 @@ class Trainer:
                 self._restore_attempt(*attempt)
                 return reason
             start = time.perf_counter()
-            train = None if exploded else self._train_stats()
-            log_mean = None if train is None else train["log10_mean_loss"] * LN10
-            if self.schedule.end_epoch(log_mean):
-                self.epoch += 1
-                self.step += self._epoch_steps()
-                self.record = self.measure(rollbacks, train)
-                self._add_wall(start)
-                self.record["wall_s"] = self.wall_s
-                self._emit(self.record)
+            if self._judge(start, self._epoch_steps(), exploded, rollbacks, attempt[0]):
                 return None
-            self.model.load_state_dict(attempt[0])
-            self._add_wall(start)
             rollbacks += 1
-            why = "exploded" if exploded else "loss rose"
-            for cb in self.callbacks:
-                cb.on_rollback(self, self.epoch + 1, why)
-            if self.schedule.exhausted:
-                return self._exhausted_reason()
-            if self._out_of_time():
-                return "time"
+            reason = self._stop_after_rollback()
+            if reason is not None:
+                return reason
+
+    def _judge(self, start: float, steps: int, exploded: bool, rollbacks: int,
+               saved: dict[str, torch.Tensor]) -> bool:
+        """The paper's rule on an epoch attempt of ``steps`` steps: accepted, the epoch's
+        record is measured and emitted (True); rejected, the parameters go back to
+        ``saved`` and the callbacks hear of the rollback (False)."""
+        train = None if exploded else self._train_stats()
+        log_mean = None if train is None else train["log10_mean_loss"] * LN10
+        if self.schedule.end_epoch(log_mean):
+            self.epoch += 1
+            self.step += steps
+            self.record = self.measure(rollbacks, train)
+            self._add_wall(start)
+            self.record["wall_s"] = self.wall_s
+            self._emit(self.record)
+            return True
+        self.model.load_state_dict(saved)
+        self._add_wall(start)
+        why = "exploded" if exploded else "loss rose"
+        for cb in self.callbacks:
+            cb.on_rollback(self, self.epoch + 1, why)
+        return False
+
+    def _stop_after_rollback(self) -> str | None:
+        """Why training cannot go on after a rollback (α exhausted, out of time), if so."""
+        if self.schedule.exhausted:
+            return self._exhausted_reason()
+        if self._out_of_time():
+            return "time"
+        return None
 
     def _epoch_steps(self) -> int:
         """SGD steps of one epoch."""
