@@ -526,6 +526,39 @@ def test_exact_runs_after_the_attacks_in_linf_only(digits):
     assert result.array("certify-exact", "optimal", "Linf").any()
 
 
+def test_exact_is_in_the_default_set_and_decides_open_points_at_each_eps(digits, monkeypatch):
+    from marginrobust.evaluate import certify_exact
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 6, bias=False), nn.ReLU(),
+                        nn.Linear(6, 10, bias=False))
+    _fit(net, digits, lr=0.1, steps=100)
+    net.eval()
+    # Distance searches that time out at once leave every point open: the per-ε
+    # feasibility MILPs alone must then give exact_robust's answer at each budget.
+    distances = certify_exact.exact_linf_distances
+    monkeypatch.setattr(certify_exact, "exact_linf_distances",
+                        lambda *a, **k: distances(*a, **{**k, "time_limit": 0.0}))
+    eps = (0.01, 0.03)
+    ev = Evaluator(threats=[ThreatModel("L2", (0.3,)), ThreatModel("Linf", eps)],
+                   attacks=("fmn",), n=8, seed=0, device="cpu")
+    assert "exact" in ev.certifiers
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    result = ev.evaluate(net, x, y, "test")
+    by = {(r.method, r.norm, r.eps): r for r in result.records}
+    radius = result.array("certify-exact", "radius", "Linf")
+    clean = (net(x).argmax(1) == y).numpy()
+    wants = []
+    for e in eps:
+        assert by[("certify-exact", "Linf", e)].skipped is None
+        want = certify_exact.exact_robust(net, x, y, e).robust & clean
+        np.testing.assert_array_equal((radius > e) & clean, want)
+        assert by[("certify-exact", "Linf", e)].robust_acc == pytest.approx(want.mean())
+        wants.append(want)
+    # Both answers occur: some points are robust at 0.01 and some are not at 0.03.
+    assert wants[0].any() and not wants[1].all()
+
+
 def test_bad_certifier_names_are_refused_by_name():
     with pytest.raises(UserError, match="unknown certifier 'crwn'; use True, False or names "
                                         "from lipschitz, ibp, crown, alpha-crown, exact"):

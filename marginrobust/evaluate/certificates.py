@@ -13,7 +13,9 @@ records are skipped saying how to ask for it):
 * ``crown``, ``alpha-crown``: radii per norm by the same search on their margin bounds;
 * ``exact``: the exact minimal Linf distance by MILP (:mod:`.certify_exact`) within a
   per-point time limit, after the attacks (their distances cap it); its radius is the
-  proven lower bound. Linf only: it has no L2 records.
+  proven lower bound, and a point left open around a budget ε is decided at ε by a
+  feasibility MILP. Linf only: it has no L2 records. In the default set it runs only on
+  nets of at most ``certify_exact.EXACT_MAX_UNITS`` ReLU units.
 
 Each certifier ``name`` records ``certify-<name>`` per (norm, ε): the certified fraction
 (radius > ε; IBP: its direct check at ε) and the median radius. Its per-point arrays are
@@ -51,8 +53,9 @@ from .unit import Unit
 
 CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 # alpha-CROWN is left out: 5 to 15 times CROWN's time for radii within 1 % of CROWN's on
-# the digits nets (README, certificates).
-DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown")
+# the digits nets (README, certificates). ``exact`` runs by default only on nets of at most
+# certify_exact.EXACT_MAX_UNITS ReLU units (elsewhere its records are skipped, saying so).
+DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown", "exact")
 # In the default set CROWN runs where it is cheap: at most this many multiply-adds per
 # point and bound (certify_crown.crown_cost, an upper estimate) on the device. On the CPU
 # 1e7 admits MLPs such as 64-32-10 (3e4) and a conv-ReLU-linear net of 1,024 units (8e5),
@@ -222,6 +225,18 @@ class Certifier:
                 f"multiply-adds per point and bound for this model, above {limit:.0e} on "
                 f"{device.type}; ask for it by name (certify=[..., 'crown'])")
 
+    def _exact_costly(self, model: nn.Module, shape: tuple[int, ...]) -> str | None:
+        """Why ``exact`` is left out of the default set for ``model`` (None: it is cheap)."""
+        if not self.by_default:
+            return None
+        exact_module = _exact_module()
+        chain = build_chain(model, shape)
+        if exact_module.exact_is_cheap(chain):
+            return None
+        return (f"the exact verifier runs by default only on networks of at most "
+                f"{exact_module.EXACT_MAX_UNITS} ReLU units and max-pool outputs; ask for it "
+                f"by name (certify=[..., 'exact']; up to {EXACT_TIME_LIMIT:g} s per point)")
+
     def _radius_key(self, unit: Unit, name: str, norm: str | None) -> ArrayKey:
         return unit.akey(method(name), norm, None, "radius", radius_config(name))
 
@@ -316,25 +331,39 @@ class Certifier:
         if not pending and unit.get(key) is not None:
             return
         if unit.get(key) is None:
-            reason = self.not_certifiable(model, tuple(x.shape[1:]))
+            reason = self.not_certifiable(model, tuple(x.shape[1:])) or self._exact_costly(
+                model, tuple(x.shape[1:]))
             if reason is not None:
                 self._skip(unit, [unit.rkey(method("exact"), "Linf", e, config)
                                   for e in pending], clean, reason)
                 return
-            self._exact(unit, model, x, y, clean, upper)
+            self._exact(unit, model, x, y, clean, upper, threat.epsilons)
         for eps in pending:
             self._record(unit, "exact", "Linf", eps, clean)
 
     def _exact(self, unit: Unit, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               clean: np.ndarray, upper: np.ndarray | None) -> None:
+               clean: np.ndarray, upper: np.ndarray | None,
+               epsilons: Sequence[float]) -> None:
         exact_module = _exact_module()
         assert exact_module is not None  # resolve_certifiers checked it
         start = time.perf_counter()
         lower = self.best_radius(unit, "Linf", clean, exclude="exact")
         res = exact_module.exact_linf_distances(model, x, y, "Linf", upper=upper, lower=lower,
                                                 time_limit=EXACT_TIME_LIMIT)
+        radius = np.where(clean, res.lower, 0.0)
+        # A point the distance search left open around a budget ε (lower ≤ ε < upper) gets
+        # a feasibility MILP at ε, far cheaper than the distance: proven robust at ε, its
+        # distance exceeds ε, so its radius is raised to just above ε.
+        for eps in sorted(epsilons):
+            open_ = np.flatnonzero(clean & (radius <= eps) & (res.upper > eps))
+            if len(open_):
+                dec = exact_module.exact_robust(model, x[open_], y[open_], eps,
+                                                time_limit=EXACT_TIME_LIMIT,
+                                                lower=radius[open_], upper=res.upper[open_])
+                won = open_[dec.robust]
+                radius[won] = np.maximum(radius[won], np.nextafter(eps, np.inf))
         config = radius_config("exact")
-        unit.arrays[self._radius_key(unit, "exact", "Linf")] = np.where(clean, res.lower, 0.0)
+        unit.arrays[self._radius_key(unit, "exact", "Linf")] = radius
         unit.arrays[unit.akey(method("exact"), "Linf", None, "upper", config)] = res.upper
         unit.arrays[unit.akey(method("exact"), "Linf", None, "optimal", config)] = \
             res.status == "optimal"
