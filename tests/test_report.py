@@ -595,10 +595,12 @@ def test_markdown_and_plots(written: dict[str, Path]) -> None:
     text = written["README.md"].read_text()
     for heading in ("## digits · cnn", "## digits · mlp", "### Robustness on test points",
                     "### Robustness on train points", "## Evaluation settings",
-                    "## Margin–robustness link"):
+                    "## Margin–robustness link", "## Certified robustness by certifier",
+                    "### Margin and certified radius"):
         assert heading in text
     headers = [line for line in text.splitlines() if line.startswith("| run ")]
-    assert len(headers) == 5  # cnn: trajectory, test, train; mlp: trajectory; links
+    # cnn: trajectory, test, train; mlp: trajectory; links; certified: summary, links
+    assert len(headers) == 7
     assert any("aa_test_L2_0.5" in h and "median_dist_test_Linf" in h for h in headers)
     assert any(re.search(r"\|\s+n \| settings\s+\|", h) for h in headers)
     assert "| alpha " in text and "0.03137" in text

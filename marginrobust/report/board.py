@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..io import atomic_write_text
 from .attack_sets import setting_texts
+from .certified import certified_links, certified_section, certified_table
 from .columns import slug
 from .compute import matched_table
 from .configs import RunConfig, run_configs
@@ -104,7 +105,9 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     :mod:`~marginrobust.report.compute`), ``pooled.csv`` (margin against training time,
     :mod:`~marginrobust.report.pooled`), ``depth.csv`` (runs trained below 10^-100, per
     checkpoint against the depth of the loss, :mod:`~marginrobust.report.depth`; a figure
-    each), ``settings.csv`` (the attack
+    each), ``certified.csv`` and ``certified_links.csv`` (certified accuracy and radius per
+    certifier, long format, and their rank link with the margin,
+    :mod:`~marginrobust.report.certified`), ``settings.csv`` (the attack
     options behind each ``settings`` id), ``README.md`` (per (dataset, model) compact tables
     and figures, then the seeds, matched-compute, pooled-fit, settings and link tables and
     how the statistics are computed; the text of a hand-written ``NOTES.md``
@@ -135,6 +138,8 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     distances = load_all_distances(runs, minimal)
     frame = with_intervals(tables.frame, distances, load_all_radii(runs))
     links = link_statistics(frame)
+    certified = certified_table(runs)
+    certified_rank = certified_links(certified)
     metrics = {run.label: pd.DataFrame(run.metrics) for run in runs}
     configs = run_configs(runs)
     seeds, pooled = seed_table(frame, configs), pooled_table(frame)
@@ -150,7 +155,9 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
                 *_present(depth_section(depth, [p.relative_to(out).as_posix()
                                                 for p in depth_pngs])),
                 settings_section(tables.settings),
-                links_section(links), statistics_section()]
+                links_section(links),
+                *_present(certified_section(certified, certified_rank)),
+                statistics_section()]
     notes = (out / NOTES).read_text(encoding="utf-8") if (out / NOTES).exists() else ""
     published = frame.assign(run_dir=[portable_run_dir(p, out) for p in frame["run_dir"]])
     texts = {"leaderboard.csv": published.to_csv(index=False),
@@ -162,6 +169,8 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
              "pooled.csv": pooled.to_csv(index=False),
              "depth.csv": depth.to_csv(index=False),
              "settings.csv": tables.settings.to_csv(index=False),
+             "certified.csv": certified.to_csv(index=False),
+             "certified_links.csv": certified_rank.to_csv(index=False),
              "README.md": markdown(sections, len(runs), notes),
              "index.html": html_page(sections, len(runs), notes)}
     written = {}

@@ -185,7 +185,9 @@ def _combinations(present: dict[OptionKey, list[str]]) -> list[dict[OptionKey, s
     return kept
 
 
-def _identity(run: RunData) -> dict[str, Any]:
+def run_identity(run: RunData) -> dict[str, Any]:
+    """The identity columns of a run's rows: run, run_dir, dataset (image-folder paths cut
+    to the file name), model, bias, width, schedule and precision."""
     spec = run.info["run"]
     kwargs = spec.get("model_kwargs") or {}
     dataset = spec.get("dataset") or (run.info.get("data") or {}).get("name") or ""
@@ -339,7 +341,7 @@ def build_tables(runs: Sequence[RunData], minimal: Collection[str] | None = None
         by_run[group.run.label].append(group)
     rows = []
     for run in runs:
-        identity, trajectories = _identity(run), _trajectories(run)
+        identity, trajectories = run_identity(run), _trajectories(run)
         evaluated = set()
         run_rows = []
         for group in by_run[run.label]:
