@@ -21,7 +21,8 @@
 #                           network whose torch (CUDA build) is already there: installed
 #                           with pip --no-index --no-deps --target, torch untouched
 #                           (foolbox, eagerpy, pyautoattack, gitpython, gitdb, smmap,
-#                           tabulate: what a typical CUDA image lacks); made where
+#                           tabulate, markdown-it-py, mdurl: what a typical CUDA image
+#                           lacks); made where
 #                           pip works by `python -m benchmarks.gpu_wheels` (.gpu/whl)
 #   MARGINROBUST_SITE       where those wheels go (default /tmp/marginrobust-site), put on
 #                           PYTHONPATH with the repository itself (no install of the project)
@@ -88,14 +89,16 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 "$PY" - "$DEVICE" <<'EOF' || exit 2
 import importlib, sys
 missing = []
-for name in ("torch", "numpy", "foolbox", "pyautoattack", "tabulate", "pytest", "marginrobust"):
+for name in ("torch", "numpy", "foolbox", "pyautoattack", "tabulate", "markdown_it", "pytest",
+             "marginrobust"):
     try:
         importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001
         missing.append(f"{name} ({type(exc).__name__}: {exc})")
 if missing:
     sys.exit("gpu.sh: cannot import " + "; ".join(missing)
-             + " (set MARGINROBUST_WHEELS to a folder of wheels: foolbox, eagerpy, pyautoattack, tabulate)")
+             + " (set MARGINROBUST_WHEELS to a folder of wheels: foolbox, eagerpy, pyautoattack, tabulate, "
+             "markdown-it-py)")
 import torch
 if sys.argv[1] == "cuda" and not torch.cuda.is_available():
     sys.exit("gpu.sh: no CUDA device here (torch " + torch.__version__

@@ -2,7 +2,8 @@
 
 A typical CUDA image has torch (CUDA build), torchvision, timm, numpy, scipy, pandas,
 scikit-learn, matplotlib, click, tqdm, requests and pytest, but not foolbox, eagerpy,
-pyautoattack, GitPython (which foolbox imports), gitdb, smmap or tabulate. This downloads those,
+pyautoattack, GitPython (which foolbox imports), gitdb, smmap, tabulate or markdown-it-py (with
+mdurl; the leaderboard renders its notes with it). This downloads those,
 at the versions installed where it runs (the ones the test suite passed with), as binary wheels
 for the target interpreter, and slims the pyautoattack wheel: it ships 42 MB of example weights
 that nothing imports. Run it where pip reaches an index, once::
@@ -28,7 +29,7 @@ from pathlib import Path
 
 #: What a CUDA image usually lacks, as distribution names.
 PACKAGES: tuple[str, ...] = ("foolbox", "eagerpy", "pyautoattack", "GitPython", "gitdb", "smmap",
-                             "tabulate")
+                             "tabulate", "markdown-it-py", "mdurl")
 
 #: Files inside wheels that are never imported and only make the folder heavy.
 DROP: dict[str, tuple[str, ...]] = {

@@ -225,14 +225,16 @@ def test_notes_become_html() -> None:
     notes = ("## Caveats\n\nWith **100 points** the `aa` error is\nabout 0.05.\n"
              "**Bias `first` against `all`:** alike.\n"
              "- first\n  continued\n  - nested <b>\n- second\n\n```bash\na < b\n```\n")
-    page = markdown_html(notes)
+    page = markdown_html(notes + "\n| a | b |\n|---|---|\n| 1 | <i>2</i> |\n")
     assert "<h2>Caveats</h2>" in page
-    assert ("<p>With <strong>100 points</strong> the <code>aa</code> error is about 0.05. "
+    assert ("<p>With <strong>100 points</strong> the <code>aa</code> error is\nabout 0.05.\n"
             "<strong>Bias <code>first</code> against <code>all</code>:</strong> alike.</p>") \
         in page
-    assert "<ul><li>first continued<ul><li>nested &lt;b&gt;</li></ul></li><li>second</li></ul>" \
-        in page
-    assert "<pre><code>a &lt; b</code></pre>" in page
+    assert ("<ul>\n<li>first\ncontinued\n<ul>\n<li>nested &lt;b&gt;</li>\n</ul>\n</li>\n"
+            "<li>second</li>\n</ul>") in page
+    assert '<pre><code class="language-bash">a &lt; b\n</code></pre>' in page
+    # Pipe tables are understood; raw HTML in a cell stays text.
+    assert "<th>a</th>" in page and "<td>&lt;i&gt;2&lt;/i&gt;</td>" in page
 
 
 def test_ols_cluster_robust_errors_by_hand() -> None:
