@@ -28,7 +28,7 @@ from marginrobust.evaluate.certify_crown import (
     preactivation_bounds,
 )
 from marginrobust.evaluate.certify_radius import certified_radii, margin_lower_bounds
-from marginrobust.evaluate.engine import Evaluator
+from marginrobust.evaluate.engine import Evaluator, UnitRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
@@ -517,7 +517,7 @@ def test_exact_runs_after_the_attacks_in_linf_only(digits):
     x, y = digits.x_test[:8], digits.y_test[:8]
     result = ev.evaluate(net.eval(), x, y, "test")
     keys = {r.key for r in result.records}
-    assert keys == ev._expected_keys("model", "test", 8, ev.threats)
+    assert keys == ev.expected_keys(UnitRequest("model", "test", 8, tuple(ev.threats)))
     assert ("certify-exact", "L2") not in {(r.method, r.norm) for r in result.records}
     exact = result.array("certify-exact", "radius", "Linf")
     crown = result.array("certify-crown", "radius", "Linf")

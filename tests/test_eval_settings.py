@@ -15,7 +15,7 @@ import marginrobust.evaluate.run as run_module
 from marginrobust import MarginTracker, RunSpec, ThreatModel, TrainConfig, load_dataset, train_run
 from marginrobust.evaluate.attacks import FMN, PGD, MinimalNormAttack
 from marginrobust.evaluate.configs import is_minimal_norm
-from marginrobust.evaluate.engine import Evaluator, PriorResults
+from marginrobust.evaluate.engine import Evaluator, PriorResults, UnitRequest
 from marginrobust.evaluate.points import select_indices, select_points
 from marginrobust.evaluate.run import evaluate_run
 from marginrobust.evaluate.store import ResultsStore
@@ -199,7 +199,8 @@ def test_an_uncertifiable_model_keeps_its_attack_figures(digits):
         assert "\n" not in by[m].skipped
     # Resumed with the same reason stored: nothing new to say about the certificates.
     prior = PriorResults(skipped={r.key: r.skipped for r in result.records if r.skipped})
-    again = ev._evaluate(Tanh(), x, y, "test", "model", None, None, prior)
+    again = ev.evaluate_unit(Tanh(), x, y, UnitRequest("model", "test", 20, tuple(LINF)),
+                             prior=prior)
     assert not any(r.skipped for r in again.records)
 
 
@@ -212,8 +213,9 @@ def test_a_plain_module_is_certified_like_a_sequential(digits):
     chain = nn.Sequential(nn.Flatten(), plain.a, nn.ReLU(), plain.b)
     same = ev.evaluate(chain, x, y).records
     cert = [r for r in records if r.method.startswith("certif")]
-    # The default certifiers (Lipschitz, IBP, CROWN) and their combination.
-    assert len(cert) == 4 and all(r.skipped is None and r.robust_acc is not None for r in cert)
+    # The default certifiers (Lipschitz, IBP, CROWN and, for 32 ReLU units, exact) and their
+    # combination.
+    assert len(cert) == 5 and all(r.skipped is None and r.robust_acc is not None for r in cert)
     assert [(r.method, r.robust_acc, r.median_distance) for r in records] == \
            [(r.method, r.robust_acc, r.median_distance) for r in same]
 

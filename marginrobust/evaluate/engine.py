@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +48,18 @@ if TYPE_CHECKING:
     from ..data import Dataset
 
 DEFAULT_ATTACKS = ("autoattack", "pgd", "fmn")
+
+
+@dataclass(frozen=True)
+class UnitRequest:
+    """One evaluation unit as a runner names it: a checkpoint's model on one split's ``n``
+    points under some threat models (what :meth:`Evaluator.pending_attacks`,
+    :meth:`Evaluator.expected_keys` and :meth:`Evaluator.evaluate_unit` take)."""
+
+    checkpoint: str
+    split: str
+    n: int
+    threats: tuple[ThreatModel, ...]
 
 
 class Evaluator:
@@ -144,12 +157,28 @@ class Evaluator:
         """
         return self._evaluate(model, x, y, split, checkpoint, context, threats)
 
+    def evaluate_unit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      request: UnitRequest, context: dict[str, Any] | None = None,
+                      prior: PriorResults | None = None,
+                      on_step: Callable[[str], None] | None = None) -> Evaluation:
+        """Evaluate ``request`` on its points ``x, y``, skipping the figures in
+        ``prior.done`` and reusing ``prior``'s arrays (a resumed unit gives the same
+        numbers); ``on_step`` is called once per attack run of :meth:`pending_attacks`.
+
+        Raises:
+            UserError: If ``x`` does not hold the request's ``n`` points.
+        """
+        if len(x) != request.n:
+            raise UserError(f"the unit asks for {request.n} points, {len(x)} were given")
+        return self._evaluate(model, x, y, request.split, request.checkpoint, context,
+                              request.threats, prior, on_step)
+
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, split: str,
                   checkpoint: str, context: dict[str, Any] | None,
                   threats: Sequence[ThreatModel] | None, prior: PriorResults | None = None,
                   on_step: Callable[[str], None] | None = None) -> Evaluation:
         """:meth:`evaluate`, skipping ``prior.done`` figures and reusing ``prior`` arrays;
-        ``on_step`` is called once per unit of :meth:`_pending_attacks`.
+        ``on_step`` is called once per attack run of :meth:`pending_attacks`.
 
         Runs with TF32 off (the caller's flags restored after): attack figures and the
         clean accuracy are measurements, and TF32 moves margins in the fourth digit.
@@ -192,20 +221,20 @@ class Evaluator:
                 out.append((attack, ThreatModel(threat.norm, tuple(todo))))
         return out
 
-    def _pending_attacks(self, checkpoint: str, split: str, n: int,
-                         threats: Sequence[ThreatModel], done: frozenset[RecordKey],
-                         ) -> list[tuple[Attack, ThreatModel]]:
-        """The attack runs an evaluation of these points will make (one progress step
-        each), given the ``done`` figures."""
-        unit = Unit(self.seed, split, checkpoint, n, {}, PriorResults(done=done))
-        return [p for t in threats for p in self._pending(unit, t)]
+    def pending_attacks(self, request: UnitRequest, done: frozenset[RecordKey],
+                        ) -> list[tuple[Attack, ThreatModel]]:
+        """The attack runs an evaluation of ``request`` will make (one progress step each),
+        given the ``done`` figures."""
+        unit = Unit(self.seed, request.split, request.checkpoint, request.n, {},
+                    PriorResults(done=done))
+        return [p for t in request.threats for p in self._pending(unit, t)]
 
-    def _expected_keys(self, checkpoint: str, split: str, n: int,
-                       threats: Sequence[ThreatModel]) -> set[RecordKey]:
-        """The keys of every figure an evaluation of these points gives."""
-        unit = Unit(self.seed, split, checkpoint, n, {}, PriorResults())
+    def expected_keys(self, request: UnitRequest) -> set[RecordKey]:
+        """The keys of every figure an evaluation of ``request`` gives."""
+        unit = Unit(self.seed, request.split, request.checkpoint, request.n, {},
+                    PriorResults())
         keys = set()
-        for t in threats:
+        for t in request.threats:
             attacks = self.attacks_for(t.norm)
             for eps in t.epsilons:
                 keys |= {unit.rkey(a.name, t.norm, eps, self.config_of(a, t.norm))
@@ -308,5 +337,5 @@ class Evaluator:
         return records_frame(records)
 
 
-__all__ = ["CERTIFICATES", "CERTIFIERS", "DEFAULT_ATTACKS", "DEFAULT_CERTIFIERS",
+__all__ = ["CERTIFICATES", "CERTIFIERS", "DEFAULT_ATTACKS", "DEFAULT_CERTIFIERS", "UnitRequest",
            "Evaluation", "Evaluator", "NotCertifiable", "PriorResults"]

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from torch import nn
 
 from .. import distributed, runlock, stopping
 from ..errors import UserError
 from ..io import SPLITS, parse_splits
-from .engine import Evaluator, PriorResults
+from .engine import Evaluator, PriorResults, UnitRequest
 from .points import PointSet, select_points
 from .shards import list_shards, merge_shards, open_shard
 from .store import ArrayKey, ResultsStore
@@ -177,9 +178,8 @@ def _evaluate(evaluator: Evaluator, files: list[Path], run_dir: Path,
     if progress and main:
         # The bar counts the attack runs still to do, so a resumed evaluation ends full.
         done = frozenset(setup.store.done())
-        bar = _progress_bar(sum(len(evaluator._pending_attacks(
-            files[u.checkpoint].stem, u.split, len(setup.points[u.split].y), setup.threats,
-            done)) for u in mine))
+        bar = _progress_bar(sum(len(evaluator.pending_attacks(
+            setup.request(files[u.checkpoint].stem, u.split), done)) for u in mine))
     label = f"rank {rank} of {world}: " if joined and world > 1 else ""
     try:
         _run_units(evaluator, setup, sink, files, mine, run_dir.name, bar, label)
@@ -222,13 +222,16 @@ class _Setup:
             store.save_points(n, seed, {s: p.indices for s, p in points.items()})
         return cls(store, evaluator.threats_for(spec["name"]), points)
 
+    def request(self, checkpoint: str, split: str) -> UnitRequest:
+        """The engine's view of one unit: this checkpoint on this split's points."""
+        return UnitRequest(checkpoint, split, len(self.points[split].y), tuple(self.threats))
+
     def pending(self, evaluator: Evaluator, files: list[Path],
                 splits: tuple[str, ...]) -> list[WorkUnit]:
         """The units with a figure still to compute (skipped figures are tried again)."""
         done = self.store.done()
         return [WorkUnit(i, s) for i, f in enumerate(files) for s in splits
-                if not evaluator._expected_keys(f.stem, s, len(self.points[s].y),
-                                                self.threats) <= done]
+                if not evaluator.expected_keys(self.request(f.stem, s)) <= done]
 
 
 def _run_units(evaluator: Evaluator, setup: _Setup, sink: ResultsStore, files: list[Path],
@@ -239,41 +242,60 @@ def _run_units(evaluator: Evaluator, setup: _Setup, sink: ResultsStore, files: l
 
     store = setup.store
     step = (lambda _label: bar.update(1)) if bar is not None else None
-    loaded: tuple[int, Any, dict[str, Any]] | None = None
-    arrays: tuple[str, dict[ArrayKey, np.ndarray]] = ("", {})
+    model: _LoadedModel | None = None
+    arrays = _CheckpointArrays("", {})
     stopping.note(f"after 0 of {len(units)} units (checkpoint × split) to do")
     for done_units, unit in enumerate(units, 1):
         file = files[unit.checkpoint]
         name = file.stem
-        if loaded is None or loaded[0] != unit.checkpoint:
-            model, meta = load_checkpoint(file, evaluator.device)
-            loaded = (unit.checkpoint, model, _context(meta, run_name))
-        if arrays[0] != name:
+        if model is None or model.index != unit.checkpoint:
+            module, meta = load_checkpoint(file, evaluator.device)
+            model = _LoadedModel(unit.checkpoint, module, _context(meta, run_name))
+        if arrays.checkpoint != name:
             # Read once per checkpoint, then kept up to date with what its units add.
-            arrays = (name, _both(store, sink, ResultsStore.load_arrays, name))
+            arrays = _CheckpointArrays(name, _both(store, sink, ResultsStore.load_arrays, name))
         # The previous file of the run, evaluated or not: as a single process does.
         previous = files[unit.checkpoint - 1].stem if unit.checkpoint > 0 else None
         starts = (_both(store, sink, ResultsStore.load_adversarials, previous)
                   if evaluator.warm_start and previous is not None else {})
         done = store.done() | sink.done() if sink is not store else store.done()
         skipped = {**store.skipped(), **sink.skipped()}
-        prior = PriorResults(frozenset(done), skipped, arrays[1], starts)
+        prior = PriorResults(frozenset(done), skipped, arrays.arrays, starts)
         if bar is not None:
             bar.set_description(f"{label}{name} {unit.split}")
         pts = setup.points[unit.split]
-        result = evaluator._evaluate(loaded[1], pts.x, pts.y, unit.split, name, loaded[2],
-                                     setup.threats, prior, step)
+        result = evaluator.evaluate_unit(model.module, pts.x, pts.y,
+                                         setup.request(name, unit.split), model.context,
+                                         prior, step)
         # The points first: whenever a checkpoint's results exist, so do the starts the
         # next checkpoint needs, and a resumed run gets the same numbers.
         if result.adversarials:
             sink.save_adversarials(name, result.adversarials)
-        new = {k: v for k, v in result.arrays.items() if k not in arrays[1]}
+        new = {k: v for k, v in result.arrays.items() if k not in arrays.arrays}
         if new:
             sink.save_arrays(name, new)
-            arrays = (name, {**arrays[1], **new})
+            arrays = _CheckpointArrays(name, {**arrays.arrays, **new})
         sink.add(result.records)
         stopping.note(f"after {done_units} of {len(units)} units (checkpoint × split) to do; "
                       "each finished one is stored")
+
+
+@dataclass
+class _LoadedModel:
+    """The model of the checkpoint at ``index`` of the run's files, with its record
+    fields (epoch, margins...)."""
+
+    index: int
+    module: nn.Module
+    context: dict[str, Any]
+
+
+@dataclass
+class _CheckpointArrays:
+    """The per-point arrays stored so far for ``checkpoint``."""
+
+    checkpoint: str
+    arrays: dict[ArrayKey, np.ndarray]
 
 
 def _both(store: ResultsStore, sink: ResultsStore,

@@ -33,6 +33,11 @@ class Callback:
     def state_key(self, key: str) -> None:
         self._state_key = key
 
+    @property
+    def has_explicit_key(self) -> bool:
+        """Whether :attr:`state_key` was set (else it is the class name)."""
+        return self._state_key is not None
+
     def on_train_start(self, trainer: Trainer) -> None:
         """Before anything is measured: on a fresh run ``trainer.record`` is still None
         (the initial model's epoch-0 record follows through :meth:`on_epoch_end`); on a
@@ -69,7 +74,7 @@ def state_keys(callbacks: Sequence[Callback]) -> list[str]:
     for cb in callbacks:
         key = cb.state_key
         if key in keys:
-            if cb._state_key is not None:
+            if cb.has_explicit_key:
                 raise UserError(f"two callbacks share the state key {key!r}; give each "
                                 "its own state_key")
             n = 2
