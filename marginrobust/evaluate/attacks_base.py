@@ -393,3 +393,17 @@ def _positive(name: str, value: Any) -> float:
         raise UserError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
+
+
+def minimal_norm_kind(kind: object) -> bool:
+    """Whether an attack class, or a factory registered for one, returns per-point minimal
+    adversarial distances (answering every ε at once): the one rule the evaluator and the
+    report both ask.
+
+    Decided by the class, never by a name: its ``minimal_norm`` flag where it has one, else
+    whether it is a :class:`MinimalNormAttack` subclass, so plugin attacks count too.
+    """
+    flag = getattr(kind, "minimal_norm", None)
+    if isinstance(flag, bool):
+        return flag
+    return isinstance(kind, type) and issubclass(kind, MinimalNormAttack)

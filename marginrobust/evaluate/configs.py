@@ -20,18 +20,11 @@ _NOT_DECIDING = frozenset({"batch_size"})
 
 
 def is_minimal_norm(attack: Attack) -> bool:
-    """Whether ``attack`` returns per-point minimal distances (answering every ε at once).
+    """Whether ``attack`` returns per-point minimal distances (answering every ε at once),
+    by :func:`.attacks_base.minimal_norm_kind` of its class."""
+    from .attacks_base import minimal_norm_kind
 
-    Decided by the attack's class (its ``minimal_norm`` attribute where it has one, else
-    whether it is a :class:`~.attacks.MinimalNormAttack`), never by its name, so plugin
-    attacks count too.
-    """
-    flag = getattr(type(attack), "minimal_norm", None)
-    if isinstance(flag, bool):
-        return flag
-    from .attacks import MinimalNormAttack
-
-    return isinstance(attack, MinimalNormAttack)
+    return minimal_norm_kind(type(attack))
 
 
 def attack_options(attack: Attack, norm: str, warm_start: bool) -> dict[str, Any]:

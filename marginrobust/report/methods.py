@@ -2,9 +2,9 @@
 
 Minimal-norm attacks report per point the smallest adversarial distance they found; their
 medians make the ``median_dist_*`` columns and their per-point distances the robust-vs-ε
-curves. The answer comes from the attack classes themselves (a ``minimal_norm`` attribute,
-else being a :class:`~marginrobust.evaluate.attacks.MinimalNormAttack`), so an attack added
-by a plugin counts as soon as it is registered.
+curves. The answer comes from the attack classes themselves, by the evaluator's own rule
+(:func:`marginrobust.evaluate.attacks_base.minimal_norm_kind`), so an attack added by a
+plugin counts as soon as it is registered.
 """
 
 from __future__ import annotations
@@ -45,13 +45,9 @@ def registered_minimal_norm(method: str) -> bool | None:
     _register_builtins()
     if method not in ATTACKS:
         return None
-    factory = ATTACKS.get(method)
-    flag = getattr(factory, "minimal_norm", None)
-    if isinstance(flag, bool):
-        return flag
-    from ..evaluate.attacks import MinimalNormAttack
+    from ..evaluate.attacks_base import minimal_norm_kind
 
-    return isinstance(factory, type) and issubclass(factory, MinimalNormAttack)
+    return minimal_norm_kind(ATTACKS.get(method))
 
 
 def minimal_norm_methods(records: Iterable[Mapping[str, Any]]) -> frozenset[str]:
