@@ -1,6 +1,6 @@
 """What decides a figure: the options of an attack, as the ``config`` of its records.
 
-Two evaluations whose records have equal :class:`~.records.RecordKey` measured the same
+Two evaluations whose records have equal :class:`~.store.RecordKey` measured the same
 thing; the options below go into the key so that a changed option (an AutoAttack version,
 PGD's steps, a warm start) gives new figures beside the old ones instead of the old ones.
 """

@@ -1,7 +1,8 @@
 """The report: leaderboard tables, link statistics, figures, pages, ``compare`` and publishing.
 
-Layers, each importing only those above it in this list (and ``io``, ``results``,
-``registry``, ``errors`` and the training package's readers; never ``cli`` or the pipeline):
+Layers, each importing only those above it in this list (and ``io``, ``registry``,
+``errors``, the evaluation package's store and attack classes and the training package's
+readers; never ``cli`` or the pipeline):
 
 * :mod:`.columns` — column names and their grammar;
 * :mod:`.formatting` — cells for people and for strict JSON;
@@ -15,6 +16,8 @@ Layers, each importing only those above it in this list (and ``io``, ``results``
 * :mod:`.seeds` — means and intervals across seeds;
 * :mod:`.pooled` — the pooled fit separating the margin from training time;
 * :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
+* :mod:`.certified` — certified accuracy and radius per certifier (a long table), its
+  margin link and board section;
 * :mod:`.compute` — schedules compared at equal gradient evaluations and epochs;
 * :mod:`.labels` — titles that say what the data are;
 * :mod:`.plot_base`, :mod:`.plots_seeds`, :mod:`.plots` — figures, drawn from data they
