@@ -170,6 +170,71 @@ def test_crown_bounds_are_below_every_margin_in_the_region(nets, name, norm, eps
     assert ((worst - crown)[finite] < 0.5 * worst.abs()[finite] + 0.05).any()
 
 
+
+
+def _dense_crown(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor,
+                 y: int, eps: float) -> torch.Tensor:
+    """CROWN by the textbook formulas, dense and one point at a time: an independent check.
+
+    The Linf ball ∩ [0, 1] is the box [lo, hi]; every hidden layer's pre-activation bounds
+    come from CROWN back to the input, with the upper line u(z − l)/(u − l) and the lower
+    slope 1 where u ≥ −l, else 0, each intersected with the interval bounds that the
+    previous layer's bounds give (both are sound, so is the tighter of the two). Returns
+    the lower bounds of f_y − f_j, j ≠ y.
+    """
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    centre, radius = (lo + hi) / 2, (hi - lo) / 2
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def lower(a: torch.Tensor, k: int) -> torch.Tensor:
+        # min over the box of a·z_k (rows of a), z_k the pre-activation of layer k
+        const = a @ biases[k]
+        a = a @ weights[k]
+        for j in range(k - 1, -1, -1):
+            lb, u = layers[j]
+            unstable = (lb < 0) & (u > 0)
+            up = torch.where(unstable, u / (u - lb), (lb >= 0).double())
+            low = torch.where(unstable, (u >= -lb).double(), (lb >= 0).double())
+            pos, neg = a.clamp(min=0), a.clamp(max=0)
+            const = const + neg @ torch.where(unstable, -lb * up, torch.zeros_like(lb))
+            a = pos * low + neg * up
+            const = const + a @ biases[j]
+            a = a @ weights[j]
+        return a @ centre - a.abs() @ radius + const
+
+    for k in range(len(weights) - 1):
+        eye = torch.eye(weights[k].shape[0], dtype=torch.float64)
+        lb, u = lower(eye, k), -lower(-eye, k)
+        if k:
+            w, (pl, pu) = weights[k], layers[k - 1]
+            a, b = pl.clamp(min=0), pu.clamp(min=0)
+            lb = torch.maximum(lb, w.clamp(min=0) @ a + w.clamp(max=0) @ b + biases[k])
+            u = torch.minimum(u, w.clamp(min=0) @ b + w.clamp(max=0) @ a + biases[k])
+        layers.append((lb, u))
+    classes = weights[-1].shape[0]
+    spec = torch.zeros(classes - 1, classes, dtype=torch.float64)
+    others = [j for j in range(classes) if j != y]
+    spec[:, y] = 1.0
+    spec[torch.arange(classes - 1), others] = -1.0
+    return lower(spec, len(weights) - 1)
+
+
+def test_crown_equals_an_independent_dense_crown():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 7), nn.ReLU(),
+                        nn.Linear(7, 4)).double().eval()
+    x, y = _points(net, (12,), n=8)
+    linear = [m for m in net if isinstance(m, nn.Linear)]
+    weights = [m.weight.detach() for m in linear]
+    biases = [m.bias.detach() for m in linear]
+    chain = build_chain(net, (12,))
+    for eps in (0.02, 0.1):
+        ours = crown_margins(chain, x, y, eps, "Linf")
+        for i in range(len(y)):
+            want = _dense_crown(weights, biases, x[i], int(y[i]), eps)
+            got = ours[i][torch.arange(4) != y[i]]
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "odd-pools"])
 def test_crown_at_radius_zero_is_the_exact_margin(nets, name):
     net, shape = nets[name]
