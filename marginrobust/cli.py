@@ -170,9 +170,11 @@ def eval_cmd(path: str, attacks: str, norms: str, eps_l2: str | None, eps_linf: 
     from .io import parse_splits
 
     chosen = parse_splits(splits)
-    evaluator = build_evaluator(attacks, norms, eps_l2, eps_linf, n_points, eval_seed, device,
-                                certify_choice(certify_names, no_certify), aa_version,
-                                aa_attacks, warm_start)
+    evaluator = build_evaluator(attacks=attacks, norms=norms, eps_l2=eps_l2, eps_linf=eps_linf,
+                                n=n_points, seed=eval_seed, device=device,
+                                certify=certify_choice(certify_names, no_certify),
+                                aa_version=aa_version, aa_attacks=aa_attacks,
+                                warm_start=warm_start)
     store = evaluate_run(evaluator, path, chosen, progress=not quiet)
     if not distributed.is_main_process():
         return  # under torchrun every rank holds the merged results; rank 0 prints them
@@ -236,10 +238,11 @@ def bench_cmd(model: str | None, bias: str | None, width: float | None,
     spec, preset = spec_from_preset(preset_for(dataset, dev), dataset, overrides)
     if distributed.is_main_process():
         click.echo(f"[bench] preset for {dataset} on {dev}: {preset}")
-    evaluator = build_evaluator(preset.attacks, norms, eps_l2, eps_linf, preset.n, eval_seed,
-                                device, certify_choice(certify_names, no_certify), aa_version,
-                                preset.aa_attacks,
-                                warm_start)
+    evaluator = build_evaluator(attacks=preset.attacks, norms=norms, eps_l2=eps_l2,
+                                eps_linf=eps_linf, n=preset.n, seed=eval_seed, device=device,
+                                certify=certify_choice(certify_names, no_certify),
+                                aa_version=aa_version, aa_attacks=preset.aa_attacks,
+                                warm_start=warm_start)
     result = bench(spec, evaluator, Path(out) if out else None,
                    None if no_leaderboard else Path(leaderboard_dir), chosen,
                    progress=not quiet, log=click.echo, force=force)

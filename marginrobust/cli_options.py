@@ -280,7 +280,7 @@ def model_kwargs(model: str, bias: str | None, width: float | None,
     return kwargs
 
 
-def build_evaluator(attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
+def build_evaluator(*, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
                     n: int, seed: int, device: str, certify: bool | str, aa_version: str,
                     aa_attacks: str | None, warm_start: bool = False) -> Any:
     """An :class:`~marginrobust.Evaluator` from the CLI's options (``eval`` and ``bench``).

@@ -96,7 +96,7 @@ class Registry(Generic[F]):
 
 MODELS: Registry[Callable[..., Any]] = Registry("model", "marginrobust.models")
 DATASETS: Registry[Callable[..., Any]] = Registry(
-    "dataset", "marginrobust.datasets", builtins=("marginrobust.data_sources",))
+    "dataset", "marginrobust.datasets", builtins=("marginrobust.data.sources",))
 ATTACKS: Registry[Callable[..., Any]] = Registry(
     "attack", "marginrobust.attacks",
     builtins=("marginrobust.evaluate.attacks", "marginrobust.evaluate.autoattack"))

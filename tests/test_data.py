@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from marginrobust import data_sources as data
 from marginrobust.data import (
     DataSpec,
     balanced_subset,
@@ -22,6 +21,7 @@ from marginrobust.data import (
     list_datasets,
     load_dataset,
 )
+from marginrobust.data import sources as data
 from marginrobust.errors import UserError
 
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"

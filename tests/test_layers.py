@@ -17,7 +17,6 @@ LAYERS: list[list[str]] = [
      "marginrobust.distributed"],
     ["marginrobust.runlock"],
     ["marginrobust.data", "marginrobust.models"],
-    ["marginrobust.data_sources"],
     ["marginrobust.margins"],
     ["marginrobust.evaluate.store"],
     ["marginrobust.train"],

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import ArraySplits, refuse_arg, require_path
-from .errors import UserError
-from .io import atomic_write
-from .registry import register_dataset
+from ..errors import UserError
+from ..io import atomic_write
+from ..registry import register_dataset
+from .loading import refuse_arg, require_path
+from .spec import ArraySplits
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
