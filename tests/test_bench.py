@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import kill_after_epochs
 
 from marginrobust.cli import main
+from marginrobust.cli.pipeline import default_out, spec_from_preset
 from marginrobust.evaluate.store import ResultsStore
-from marginrobust.pipeline import default_out, spec_from_preset
 from marginrobust.presets import PRESETS, preset_for
 from marginrobust.train import read_metrics
 

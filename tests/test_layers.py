@@ -24,9 +24,6 @@ LAYERS: list[list[str]] = [
     # Runners: they read checkpoints written by train/ and drive the engines.
     ["marginrobust.train.run", "marginrobust.evaluate.run", "marginrobust.tracker"],
     ["marginrobust.report"],
-    ["marginrobust.pipeline"],
-    ["marginrobust.cli_options"],
-    ["marginrobust.cli_resume"],
     ["marginrobust.cli"],
     ["marginrobust.__main__", "marginrobust"],
 ]

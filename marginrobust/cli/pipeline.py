@@ -12,12 +12,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from . import runlock
-from .errors import UserError
-from .io import resolve_device
-from .presets import Preset
-from .train.config import TrainConfig
-from .train.run import RunSpec, comparable, read_run, train_run
+from .. import runlock
+from ..errors import UserError
+from ..io import resolve_device
+from ..presets import Preset
+from ..train.config import TrainConfig
+from ..train.run import RunSpec, comparable, read_run, train_run
 
 
 def default_out(spec: RunSpec) -> Path:
@@ -38,7 +38,7 @@ def train_stage(out: Path, spec: RunSpec, progress: bool = False) -> str:
     folder and decides, and every rank follows (or raises) the same decision, before
     rank 0 writes anything the others could read.
     """
-    from . import distributed
+    from .. import distributed
 
     spec.train.validate()  # fills in the default rate, as the stored spec has it
     decision = _train_decision(out, spec) if distributed.is_main_process() else None
@@ -99,9 +99,9 @@ def _bench_locked(spec: RunSpec, evaluator: Any, out: Path, leaderboard_dir: Pat
                   splits: tuple[str, ...], progress: bool, log: Any,
                   force: bool) -> dict[str, Any]:
     """:func:`bench` while holding the run folder's lock."""
-    from . import distributed
-    from .evaluate.run import evaluate_run
-    from .report.publish import update_leaderboard
+    from .. import distributed
+    from ..evaluate.run import evaluate_run
+    from ..report.publish import update_leaderboard
 
     main = distributed.is_main_process()
     say = log if main else (lambda *_: None)

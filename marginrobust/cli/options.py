@@ -1,76 +1,23 @@
-"""The command line's shared parts: option lists (train, eval and bench share them), the
-option types, the error-to-exit-code group, and the evaluator built from options.
+"""The command line's option lists (train, eval and bench share them), option types and
+parsers.
 
-Only click and the package's torch-free modules are imported here, like in ``cli``.
+Only click and the package's torch-free modules are imported here (see :mod:`.app`).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
 from typing import Any
 
 import click
 
-from .errors import UserError
+from ..errors import UserError
 
 # The names of marginrobust.train.schedules.SCHEDULES, spelled out so that parsing the
 # command line imports no torch (a test checks the two lists agree).
 SCHEDULE_NAMES = ("loss-based", "loss-based-capped", "loss-based-fast", "constant")
 SPLIT_HELP = "Comma-separated splits: test, train or test,train."
-
-
-# OS faults that a user can mend (space, quota, permissions): one sentence and exit 1.
-_FAULT_ADVICE = {
-    errno.ENOSPC: "free some space and rerun the same command to continue",
-    errno.EDQUOT: "free some space (or raise the quota) and rerun the same command to continue",
-    errno.EROFS: "the file system is read-only; use a writable folder",
-    errno.EACCES: "you may not write there; fix its permissions or use another folder",
-    errno.EPERM: "you may not write there; fix its permissions or use another folder",
-}
-FAULT_EXIT = 1
-
-
-def fault_sentence(exc: OSError) -> str | None:
-    """One sentence for an OS fault a user can mend (None for any other error)."""
-    advice = _FAULT_ADVICE.get(exc.errno or -1)
-    if advice is None:
-        return None
-    where = f" {exc.filename}" if exc.filename else ""
-    return (f"could not write{where}: {exc.strerror or os.strerror(exc.errno or 0)}; "
-            f"{advice} (every file written before is complete)")
-
-
-class CliGroup(click.Group):
-    """Turns failures a user can act on into one sentence: a :class:`UserError` exits 2,
-    an OS fault while writing (full disk, read-only folder) exits 1, and a stop signal
-    (Ctrl-C, SIGTERM) says where the command stopped and exits 130 or 143."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from . import stopping
-
-        previous = stopping.install()
-        stopping.note("")
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
-        except OSError as exc:
-            sentence = fault_sentence(exc)
-            if sentence is None:
-                raise
-            click.echo(f"Error: {sentence}", err=True)
-            ctx.exit(FAULT_EXIT)
-        except stopping.Stopped as exc:
-            at = stopping.where()
-            click.echo(f"Stopped by {exc}{' ' + at if at else ''}; rerun the same command "
-                       "to continue where it stopped.", err=True)
-            ctx.exit(exc.exit_code)
-        finally:
-            stopping.restore(previous)
 
 
 class FiniteFloat(click.ParamType):
@@ -278,107 +225,6 @@ def model_kwargs(model: str, bias: str | None, width: float | None,
         kwargs = {"bias": bias or "none", "width": 1.0 if width is None else width}
     kwargs.update(parse_kwargs(model_opts))
     return kwargs
-
-
-def build_evaluator(*, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
-                    n: int, seed: int, device: str, certify: bool | str, aa_version: str,
-                    aa_attacks: str | None, warm_start: bool = False) -> Any:
-    """An :class:`~marginrobust.Evaluator` from the CLI's options (``eval`` and ``bench``).
-
-    ``certify`` is True (the default set), False (``--no-certify``) or the comma-separated
-    names of ``--certify``."""
-    from .evaluate.engine import Evaluator
-    from .evaluate.threats import ThreatModel, normalize_norm, parse_eps_list
-
-    wanted = [normalize_norm(v) for v in split_csv(norms)]
-    if not wanted:
-        raise UserError("give at least one norm, e.g. --norms L2,Linf")
-    given = {"L2": (eps_l2, "--eps-l2"), "Linf": (eps_linf, "--eps-linf")}
-    threats = [ThreatModel(norm, parse_eps_list(given[norm][0], option=given[norm][1]))
-               for norm in wanted if given[norm][0] is not None]
-    names = split_csv(attacks)
-    if not names:
-        raise UserError("give at least one attack, e.g. --attacks pgd")
-    options: dict[str, dict[str, Any]] = {}
-    if "autoattack" in names:
-        custom = aa_attacks and aa_attacks != "standard"
-        if custom and not split_csv(aa_attacks):
-            raise UserError(f"--aa-attacks names no attack: {aa_attacks!r}")
-        options["autoattack"] = ({"version": "custom", "attacks_to_run": split_csv(aa_attacks)}
-                                 if custom else {"version": aa_version})
-    if isinstance(certify, str):
-        certify = split_csv(certify)
-        if not certify:
-            raise UserError("give at least one certifier to --certify, or use --no-certify")
-    return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
-                     seed=seed, device=device, attack_options=options, warm_start=warm_start)
-
-
-def summary_table(records: list[Any]) -> str:
-    """Robust accuracy per checkpoint, split, method, norm and eps, as a text table."""
-    from tabulate import tabulate
-
-    def number(value: float | None, fmt: str) -> str:
-        return "" if value is None else format(value, fmt)
-
-    rows = [[r.checkpoint, r.split, r.method, r.norm, f"{r.eps:g}", f"{r.clean_acc:.3f}",
-             "skipped" if getattr(r, "skipped", None) else number(r.robust_acc, ".3f"),
-             number(r.median_distance, ".4g"), number(r.normalized_margin, ".3e")]
-            for r in records if r.method in ("autoattack", "pgd", "fmn", "certified", "worst")]
-    return tabulate(rows, headers=["checkpoint", "split", "method", "norm", "eps", "clean",
-                                   "robust", "median dist", "norm. margin"])
-
-
-def bench_summary(records: list[Any], board: Any = None) -> str:
-    """One row per checkpoint of a bench: where it is on the trajectory, its margin, and
-    its AutoAttack and certified accuracies per (norm, ε) on the test points: the figures
-    the leaderboard leads with, not every record (those are in the run's records.jsonl).
-
-    Args:
-        records: The run's evaluation records.
-        board: The leaderboard's README (said at the end), or None.
-    """
-    from tabulate import tabulate
-
-    headline = ("autoattack", "certified")
-    splits = [r.split for r in records if r.method in headline]
-    split = "test" if "test" in splits else (splits[0] if splits else "test")
-    keys = sorted({(r.norm, r.eps) for r in records
-                   if r.method in headline and r.split == split})
-    by_ckpt: dict[str, dict[str, Any]] = {}
-    for r in records:
-        row = by_ckpt.setdefault(r.checkpoint, {"epoch": r.epoch, "log10 loss": r.log10_loss,
-                                               "norm. margin": r.normalized_margin})
-        if r.method in headline and r.split == split and r.robust_acc is not None:
-            tag = "AA" if r.method == "autoattack" else "cert"
-            row[f"{tag} {r.norm} {r.eps:g}"] = r.robust_acc
-    columns = ["epoch", "log10 loss", "norm. margin",
-               *[f"{tag} {n} {e:g}" for n, e in keys for tag in ("AA", "cert")]]
-    columns = [c for c in columns if any(c in row for row in by_ckpt.values())]
-
-    def cell(column: str, value: Any) -> str:
-        if value is None:
-            return ""
-        if column == "epoch":
-            return str(value)
-        return f"{value:.3e}" if column == "norm. margin" else f"{value:.3f}"
-
-    rows = sorted(by_ckpt.values(), key=lambda row: row["epoch"] or 0)
-    table = tabulate([[cell(c, row.get(c)) for c in columns] for row in rows],
-                     headers=columns, disable_numparse=True)
-    where = f"\nleaderboard: {board}" if board is not None else ""
-    return (f"AutoAttack (AA) and certified (cert) accuracy on the {split} points:\n{table}\n"
-            f"{len(records)} records (every split, attack, certificate and setting) in the "
-            f"run's eval/records.jsonl{where}")
-
-
-def report_flags(records: list[Any]) -> None:
-    """Print consistency flags and skipped certificates on stderr, once each."""
-    for flag in sorted({f for r in records for f in r.flags}):
-        click.echo(f"FLAG: {flag}", err=True)
-    for reason in sorted({r.skipped for r in records if getattr(r, "skipped", None)}):
-        click.echo(f"skipped: {reason}", err=True)
-
 
 
 def certify_choice(names: str | None, none: bool) -> bool | str:

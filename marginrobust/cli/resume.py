@@ -1,7 +1,7 @@
 """``train --resume`` on the command line: which options it takes, and the refusal of
 every other option that contradicts the stored run.
 
-Only click and the package's torch-free modules are imported here, like in ``cli``.
+Only click and the package's torch-free modules are imported here (see :mod:`.app`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from .cli_options import model_kwargs, parse_epoch_list, parse_kwargs
-from .errors import UserError
+from ..errors import UserError
+from .options import model_kwargs, parse_epoch_list, parse_kwargs
 
 __all__ = ["RESUME_OPTIONS", "resume_overrides"]
 
@@ -43,7 +43,7 @@ def resume_overrides(ctx: click.Context, out: str) -> dict[str, Any]:
     Raises:
         UserError: An option contradicts ``run.json``, or there is no run to resume.
     """
-    from .io import read_run_json
+    from ..io import read_run_json
 
     stored = read_run_json(out)
     if stored is None:
