@@ -71,3 +71,15 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
     # `--` ends torchrun's own options: it would take `--n` for its `--nnodes`.
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node", str(nproc), "-m", "marginrobust", "--", *args]
+
+
+def one_error_line(result, code: int = 2, only_line: bool = False) -> str:
+    """The one sentence a failed command printed: exit ``code``, no traceback, exactly one
+    line starting with ``Error`` (with ``only_line``: exactly one non-empty line in all,
+    for messages such as ``Stopped by SIGTERM ...``). Returns that line."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines()
+             if (line.strip() if only_line else line.startswith("Error"))]
+    assert len(lines) == 1, result.output
+    return lines[0]

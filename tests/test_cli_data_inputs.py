@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import one_error_line
 from PIL import Image
 
 from marginrobust.cli import main
@@ -17,14 +18,6 @@ from marginrobust.cli import main
 
 def _invoke(args: list[str]):
     return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-def _error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 def _train(tmp_path: Path, dataset: str):
@@ -55,7 +48,7 @@ def _npz(path: Path, **arrays: np.ndarray) -> str:
 def test_train_refuses_degenerate_npz_before_making_the_run(tmp_path: Path, arrays: dict,
                                                               message: str) -> None:
     result, out = _train(tmp_path, _npz(tmp_path / "d.npz", **arrays))
-    line = _error_line(result)
+    line = one_error_line(result)
     assert re.search(message, line), line
     assert not out.exists()
 
@@ -68,7 +61,7 @@ def test_train_names_the_empty_class_folder(tmp_path: Path) -> None:
             if not (split == "train" and c == "cow"):
                 Image.fromarray(np.zeros((4, 4), np.uint8), "L").save(root / split / c / "0.png")
     result, out = _train(tmp_path, f"imagefolder:{root}")
-    line = _error_line(result)
+    line = one_error_line(result)
     assert "train/cow holds no images" in line and "found no class folders" not in line
     assert not out.exists()
 
@@ -108,7 +101,7 @@ def test_eval_refuses_budgets_outside_the_threat_model(small_run, option, value,
     before = sorted(p.relative_to(small_run) for p in small_run.rglob("*"))
     result = _invoke(["eval", str(small_run), "--quiet", "--device", "cpu", "--attacks", "fmn",
                       "--norms", "L2,Linf", option, value])
-    assert message in _error_line(result)
+    assert message in one_error_line(result)
     assert sorted(p.relative_to(small_run) for p in small_run.rglob("*")) == before
 
 
@@ -117,7 +110,7 @@ def test_bench_refuses_a_zero_budget_before_training(tmp_path: Path) -> None:
     result = _invoke(["bench", "--model", "mlp", "--model-opt", "widths=[8]", "--epochs", "1",
                       "--quiet", "--device", "cpu", "--no-leaderboard", "--out", str(out),
                       "--eps-l2", "0"])
-    assert "epsilon must be positive, got '0' in --eps-l2" in _error_line(result)
+    assert "epsilon must be positive, got '0' in --eps-l2" in one_error_line(result)
     assert not out.exists()
 
 

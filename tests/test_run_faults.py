@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import launcher_free_env
+from conftest import launcher_free_env, one_error_line
 
 from marginrobust import runlock, stopping
 from marginrobust.cli import main
@@ -29,14 +29,6 @@ EVAL = ["--attacks", "fmn", "--norms", "L2", "--eps-l2", "0.5", "--n", "10", "--
 
 def _invoke(args: list[str]):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_sentence(result, code: int) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.strip()]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 def _train(out: Path, epochs: int = 3, *extra: str):
@@ -73,7 +65,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_runs_once_it_is_gone(t
     try:
         for args in ([*TRAIN[:1], "--out", run, "--resume", "--epochs", 5, "--quiet"],
                      ["eval", run, *EVAL]):
-            line = _one_sentence(_invoke(args), 2)
+            line = one_error_line(_invoke(args), 2, only_line=True)
             assert f"pid {holder.pid}" in line and "being written" in line, line
         assert _files(run) == before  # the refused commands wrote nothing
     finally:
@@ -82,7 +74,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_runs_once_it_is_gone(t
     board = tmp_path / "board"
     holder = _hold_in_child(board, tmp_path / "ready-board")
     try:
-        line = _one_sentence(_invoke(["leaderboard", run, "--out", board]), 2)
+        line = one_error_line(_invoke(["leaderboard", run, "--out", board]), 2, only_line=True)
         assert f"pid {holder.pid}" in line and "leaderboard in" in line, line
         assert not (board / "runs").exists()
     finally:
@@ -157,8 +149,8 @@ def test_resume_refuses_a_resume_file_of_another_run(tmp_path):
     assert _train(mlp, 2).exit_code == 0
     shutil.copyfile(mlp / "resume.pt", cnn / "resume.pt")
     before = {k: v for k, v in _files(cnn).items() if k != "resume.pt"}
-    line = _one_sentence(_invoke(["train", "--out", cnn, "--resume", "--epochs", 4,
-                                  "--quiet"]), 2)
+    line = one_error_line(_invoke(["train", "--out", cnn, "--resume", "--epochs", 4,
+                                  "--quiet"]), 2, only_line=True)
     assert "belongs to another run" in line and "model" in line
     after = {k: v for k, v in _files(cnn).items() if k != "resume.pt"}
     assert after == before
@@ -174,8 +166,8 @@ def test_resume_refuses_options_that_contradict_the_run(tmp_path, option):
     run = tmp_path / "run"
     assert _train(run, 2).exit_code == 0
     before = _files(run)
-    line = _one_sentence(_invoke(["train", "--out", run, "--resume", "--epochs", 4, "--quiet",
-                                  *option]), 2)
+    line = one_error_line(_invoke(["train", "--out", run, "--resume", "--epochs", 4, "--quiet",
+                                  *option]), 2, only_line=True)
     assert option[0] in line or "model option" in line
     assert "contradicts" in line and "--epochs" in line
     assert _files(run) == before
@@ -219,7 +211,7 @@ def test_a_full_disk_in_training_is_one_sentence_and_loses_nothing(tmp_path, mon
     assert _train(whole, 4).exit_code == 0
     with monkeypatch.context() as m:
         _enospc_after(m, 6)
-        line = _one_sentence(_train(run, 4), 1)
+        line = one_error_line(_train(run, 4), 1, only_line=True)
     assert "No space left on device" in line and "rerun the same command" in line
     assert not [p for p in run.rglob("*.tmp")]
     result = _invoke(["train", "--out", run, "--resume", "--quiet"])
@@ -278,7 +270,7 @@ def test_a_real_full_disk_during_training_and_evaluation(tmp_path):
         result = _invoke([*TRAIN[:1], "--model", "cnn", "--width", "0.25", "--train-subset",
                           "60", "--test-subset", "30", "--epochs", 20, "--quiet",
                           "--device", "cpu", "--out", run])
-        line = _one_sentence(result, 1)
+        line = one_error_line(result, 1, only_line=True)
         assert "No space left on device" in line
         assert not [p for p in disk.rglob("*.tmp")]
     finally:
@@ -300,8 +292,8 @@ def test_a_read_only_run_with_every_result_evaluates_without_writing(tmp_path):
         assert again.exit_code == 0, again.output
         assert "records in" in again.output
         # Something new to store fails in one sentence, naming the file system's refusal.
-        line = _one_sentence(_invoke(["eval", run, *EVAL[:-3], "--n", "12", "--device",
-                                      "cpu", "--no-certify"]), 1)
+        line = one_error_line(_invoke(["eval", run, *EVAL[:-3], "--n", "12", "--device",
+                                      "cpu", "--no-certify"]), 1, only_line=True)
         assert "read-only" in line.lower()
     finally:
         subprocess.run(["umount", str(run)], check=True)

@@ -1,5 +1,6 @@
-"""Options → the objects the commands run: one place that builds the
-:class:`~marginrobust.Evaluator` of ``eval`` and ``bench`` (keyword arguments only).
+"""Options → the objects the commands run, in one place and by keyword only: the run spec
+of ``train`` and ``bench`` (:func:`build_run_spec`) and the
+:class:`~marginrobust.Evaluator` of ``eval`` and ``bench`` (:func:`build_evaluator`).
 
 Torch-free at import, like the rest of the command line.
 """
@@ -11,7 +12,7 @@ from typing import Any
 from ..errors import UserError
 from .options import split_csv
 
-__all__ = ["build_evaluator"]
+__all__ = ["build_evaluator", "build_run_spec"]
 
 
 def build_evaluator(*, attacks: str, norms: str, eps_l2: str | None, eps_linf: str | None,
@@ -46,3 +47,29 @@ def build_evaluator(*, attacks: str, norms: str, eps_l2: str | None, eps_linf: s
             raise UserError("give at least one certifier to --certify, or use --no-certify")
     return Evaluator(threats=threats, norms=wanted, attacks=names, certify=certify, n=n,
                      seed=seed, device=device, attack_options=options, warm_start=warm_start)
+
+
+def build_run_spec(*, model: str, model_kwargs: dict[str, Any], dataset: str,
+                   data_dir: str | None, train_subset: int | None, test_subset: int | None,
+                   seed: int, data_seed: int | None, epochs: int, batch_size: int,
+                   schedule: str, lr: float | None, explode_ratio: float,
+                   max_minutes: float | None, target_log10_loss: float | None, device: str,
+                   precision: str, deterministic: bool, checkpoint_decades: float,
+                   checkpoint_epochs: list[int] | None = None, init_from: str | None = None,
+                   scale: float | None = None) -> Any:
+    """The :class:`~marginrobust.RunSpec` (with its :class:`~marginrobust.TrainConfig`) of a
+    ``train`` or ``bench`` command: ``seed`` seeds the initialisation and the training, and
+    the data subset too unless ``data_seed`` is given."""
+    from ..train.config import TrainConfig
+    from ..train.run import RunSpec
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, schedule=schedule, lr=lr,
+                         explode_ratio=explode_ratio, max_minutes=max_minutes,
+                         target_log10_loss=target_log10_loss, seed=seed, device=device,
+                         precision=precision, deterministic=deterministic)
+    return RunSpec(model=model, model_kwargs=model_kwargs, dataset=dataset, data_dir=data_dir,
+                   train_subset=train_subset, test_subset=test_subset,
+                   data_seed=seed if data_seed is None else data_seed, init_seed=seed,
+                   train=config, checkpoint_decades=checkpoint_decades,
+                   checkpoint_epochs=list(checkpoint_epochs or []), init_from=init_from,
+                   scale=scale)

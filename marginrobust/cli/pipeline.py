@@ -16,8 +16,8 @@ from .. import runlock
 from ..errors import UserError
 from ..io import resolve_device
 from ..presets import Preset
-from ..train.config import TrainConfig
 from ..train.run import RunSpec, comparable, read_run, train_run
+from .build import build_run_spec
 
 
 def default_out(spec: RunSpec) -> Path:
@@ -129,19 +129,17 @@ def spec_from_preset(preset: Preset, dataset: str, overrides: dict[str, Any]) ->
     p = replace(preset, **given)
     kwargs = {} if p.model.startswith("timm/") else {"bias": p.bias, "width": p.width}
     kwargs.update(overrides.get("model_kwargs") or {})
-    train = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, schedule=p.schedule,
-                        lr=overrides.get("lr"), max_minutes=overrides.get("max_minutes"),
-                        target_log10_loss=overrides.get("target_log10_loss"),
-                        explode_ratio=overrides.get("explode_ratio") or 500.0,
-                        precision=overrides.get("precision") or "fp32",
-                        deterministic=overrides.get("deterministic", True),
-                        seed=overrides.get("seed") or 0,
-                        device=overrides.get("device") or "auto")
     seed = overrides.get("seed") or 0
-    data_seed = overrides.get("data_seed")
-    spec = RunSpec(model=p.model, model_kwargs=kwargs, dataset=dataset,
-                   data_dir=overrides.get("data_dir"), train_subset=p.train_subset,
-                   test_subset=p.test_subset, data_seed=seed if data_seed is None else data_seed,
-                   init_seed=seed, train=train,
-                   checkpoint_decades=p.checkpoint_decades)
+    spec = build_run_spec(
+        model=p.model, model_kwargs=kwargs, dataset=dataset,
+        data_dir=overrides.get("data_dir"), train_subset=p.train_subset,
+        test_subset=p.test_subset, seed=seed, data_seed=overrides.get("data_seed"),
+        epochs=p.epochs, batch_size=p.batch_size, schedule=p.schedule, lr=overrides.get("lr"),
+        explode_ratio=overrides.get("explode_ratio") or 500.0,
+        max_minutes=overrides.get("max_minutes"),
+        target_log10_loss=overrides.get("target_log10_loss"),
+        device=overrides.get("device") or "auto",
+        precision=overrides.get("precision") or "fp32",
+        deterministic=overrides.get("deterministic", True),
+        checkpoint_decades=p.checkpoint_decades)
     return spec, p

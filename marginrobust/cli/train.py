@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .app import main
+from .build import build_run_spec
 from .options import (
     POSITIVE,
     apply_options,
@@ -44,26 +45,22 @@ def train_cmd(model: str, bias: str, width: float, model_opts: tuple[str, ...], 
               init_from: str | None, scale: float | None,
               resume: bool, quiet: bool) -> None:
     """Train a model with the paper's procedure, checkpointing along the trajectory."""
-    from ..train.config import TrainConfig
-    from ..train.run import RunSpec, train_run
+    from ..train.run import train_run
 
     if resume:
         overrides = resume_overrides(click.get_current_context(), out)
         trainer = train_run(out, resume=True, overrides=overrides, progress=not quiet)
     else:
-        config = TrainConfig(epochs=100 if epochs is None else epochs, batch_size=batch_size,
-                             schedule=schedule, lr=lr, explode_ratio=explode_ratio,
-                             max_minutes=max_minutes, target_log10_loss=target_log10_loss,
-                             seed=seed, device=device, precision=precision,
-                             deterministic=deterministic)
-        spec = RunSpec(model=model, model_kwargs=model_kwargs(model, bias, width, model_opts),
-                       dataset=dataset, data_dir=data_dir, train_subset=train_subset,
-                       test_subset=test_subset,
-                       data_seed=seed if data_seed is None else data_seed, init_seed=seed,
-                       train=config,
-                       checkpoint_decades=checkpoint_decades,
-                       checkpoint_epochs=parse_epoch_list(checkpoint_epochs),
-                       init_from=init_from, scale=scale)
+        spec = build_run_spec(
+            model=model, model_kwargs=model_kwargs(model, bias, width, model_opts),
+            dataset=dataset, data_dir=data_dir, train_subset=train_subset,
+            test_subset=test_subset, seed=seed, data_seed=data_seed,
+            epochs=100 if epochs is None else epochs, batch_size=batch_size,
+            schedule=schedule, lr=lr, explode_ratio=explode_ratio, max_minutes=max_minutes,
+            target_log10_loss=target_log10_loss, device=device, precision=precision,
+            deterministic=deterministic, checkpoint_decades=checkpoint_decades,
+            checkpoint_epochs=parse_epoch_list(checkpoint_epochs), init_from=init_from,
+            scale=scale)
         trainer = train_run(out, spec, progress=not quiet)
     from .. import distributed
 
