@@ -282,7 +282,7 @@ def test_board_files_and_sections(board: Path) -> None:
 
 def test_html_carries_the_notes_and_attack_sets(board: Path) -> None:
     page = (board / "index.html").read_text()
-    assert f"<li>{CAVEAT}.<ul><li>nested caveat</li></ul></li>" in page
+    assert f"<li>{CAVEAT}.\n<ul>\n<li>nested caveat</li>\n</ul>\n</li>" in page
     assert "<h2>Reading</h2>" in page
     header = '<th data-column="aa_test_L2_0.5" title="AutoAttack custom: apgd-ce, apgd-t'
     assert header in page
