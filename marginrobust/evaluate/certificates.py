@@ -194,7 +194,7 @@ class Certifier:
                           for n in names for norm in {t.norm for t in threats}):
             reason = self.not_certifiable(model, tuple(x.shape[1:]))
             if reason is None:
-                costly = self._costly(model, tuple(x.shape[1:]), x.device)
+                costly = self._left_out("crown", model, tuple(x.shape[1:]), x.device)
                 if costly is not None:
                     names.remove("crown")
                     self._skip(unit, [unit.rkey(method("crown"), norm, eps,
@@ -214,25 +214,23 @@ class Certifier:
         for norm, eps, name in pending:
             self._record(unit, name, norm, eps, clean)
 
-    def _costly(self, model: nn.Module, shape: tuple[int, ...],
-                device: torch.device) -> str | None:
-        """Why CROWN is left out of the default set for ``model`` (None: it is cheap)."""
-        if not (self.by_default and "crown" in self.names):
+    def _left_out(self, name: str, model: nn.Module, shape: tuple[int, ...],
+                  device: torch.device) -> str | None:
+        """Why the default set leaves certifier ``name`` (``crown`` or ``exact``) out for
+        ``model`` as too costly (None: it runs, by default because it is cheap, or because
+        it was asked for by name)."""
+        if not (self.by_default and name in self.names):
             return None
-        cost = crown_cost(build_chain(model, shape))
-        limit = CROWN_DEFAULT_MAX.get(device.type, CROWN_DEFAULT_MAX["cpu"])
-        if cost <= limit:
-            return None
-        return (f"CROWN runs by default only where it is cheap: about {cost:.1e} "
-                f"multiply-adds per point and bound for this model, above {limit:.0e} on "
-                f"{device.type}; ask for it by name (certify=[..., 'crown'])")
-
-    def _exact_costly(self, model: nn.Module, shape: tuple[int, ...]) -> str | None:
-        """Why ``exact`` is left out of the default set for ``model`` (None: it is cheap)."""
-        if not self.by_default:
-            return None
-        exact_module = _exact_module()
         chain = build_chain(model, shape)
+        if name == "crown":
+            cost = crown_cost(chain)
+            limit = CROWN_DEFAULT_MAX.get(device.type, CROWN_DEFAULT_MAX["cpu"])
+            if cost <= limit:
+                return None
+            return (f"CROWN runs by default only where it is cheap: about {cost:.1e} "
+                    f"multiply-adds per point and bound for this model, above {limit:.0e} "
+                    f"on {device.type}; ask for it by name (certify=[..., 'crown'])")
+        exact_module = _exact_module()
         if exact_module.exact_is_cheap(chain):
             return None
         return (f"the exact verifier runs by default only on networks of at most "
@@ -333,8 +331,8 @@ class Certifier:
         if not pending and unit.get(key) is not None:
             return
         if unit.get(key) is None:
-            reason = self.not_certifiable(model, tuple(x.shape[1:])) or self._exact_costly(
-                model, tuple(x.shape[1:]))
+            reason = self.not_certifiable(model, tuple(x.shape[1:])) or self._left_out(
+                "exact", model, tuple(x.shape[1:]), x.device)
             if reason is not None:
                 self._skip(unit, [unit.rkey(method("exact"), "Linf", e, config)
                                   for e in pending], clean, reason)

@@ -72,7 +72,7 @@ class Evaluator:
         attacks: Registered attack names (``autoattack``, ``pgd``, ``fmn``, ``ddn``,
             ``deepfool``, ``cw``, plugins) or :class:`Attack` instances.
         certify: The certifiers: ``True`` for the default set (``lipschitz``, ``ibp``,
-            and ``crown`` where it is cheap), ``False`` for none, or names from
+            and ``crown`` and ``exact`` where each is cheap), ``False`` for none, or names from
             ``lipschitz``, ``ibp``, ``crown``, ``alpha-crown`` and ``exact``
             (:mod:`.certificates`). A certifier that cannot run gets skipped records
             saying why.

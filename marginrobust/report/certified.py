@@ -29,9 +29,10 @@ from typing import Any
 import pandas as pd
 
 from .columns import bounds, fitted, split_rank
+from .links import margin_link
 from .loader import RunData
 from .render import Section, Table
-from .stats import spearman_test, wilson_interval
+from .stats import wilson_interval
 from .tables import run_identity
 
 CERTIFIER_ORDER = ("lipschitz", "ibp", "crown", "alpha-crown", "exact", "any")
@@ -136,14 +137,9 @@ def certified_links(table: pd.DataFrame) -> pd.DataFrame:
     for key, sub in radii.groupby(keys, sort=False, dropna=False):
         setting = dict(zip(keys, key))
         fit = sub[fitted(sub)]
-        every = spearman_test(sub["normalized_margin"], sub["median_radius"])
-        late = spearman_test(fit["normalized_margin"], fit["median_radius"])
         rows.append({**{k: setting[k] for k in ("run", "split", "norm", "certifier")},
                      "dataset": sub["dataset"].iloc[0], "model": sub["model"].iloc[0],
-                     "n_checkpoints": every.n, "spearman": every.rho, "spearman_lo": every.lo,
-                     "spearman_hi": every.hi, "spearman_p": every.p, "n_fitted": late.n,
-                     "spearman_fitted": late.rho, "spearman_fitted_lo": late.lo,
-                     "spearman_fitted_hi": late.hi, "spearman_fitted_p": late.p})
+                     **margin_link(sub, fit, "median_radius")})
     out = pd.DataFrame(rows, columns=list(LINK_COLUMNS))
     for col in ("n_checkpoints", "n_fitted"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")

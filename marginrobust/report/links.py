@@ -12,6 +12,7 @@ fitted checkpoints) says when a link with γ̄ is, rank for rank, a link with ti
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -42,6 +43,18 @@ def spearman(x: pd.Series, y: pd.Series) -> tuple[int, float]:
     return len(both), float(both.iloc[:, 0].corr(both.iloc[:, 1], method="spearman"))
 
 
+def margin_link(rows: pd.DataFrame, fitted_rows: pd.DataFrame, column: str) -> dict[str, Any]:
+    """Spearman's ρ of the normalized margin with ``column`` across ``rows`` and across
+    ``fitted_rows`` (the fitted checkpoints among them): each with its n, 95 % interval
+    and p-value, under the names of :data:`LINK_COLUMNS`."""
+    every = spearman_test(rows["normalized_margin"], rows[column])
+    late = spearman_test(fitted_rows["normalized_margin"], fitted_rows[column])
+    return {"n_checkpoints": every.n, "spearman": every.rho, "spearman_lo": every.lo,
+            "spearman_hi": every.hi, "spearman_p": every.p, "n_fitted": late.n,
+            "spearman_fitted": late.rho, "spearman_fitted_lo": late.lo,
+            "spearman_fitted_hi": late.hi, "spearman_fitted_p": late.p}
+
+
 def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run, setting and robustness column, Spearman's ρ with the normalized margin.
 
@@ -70,15 +83,9 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
         for col in columns:
             if sub[col].isna().all():
                 continue
-            every = spearman_test(sub["normalized_margin"], sub[col])
-            late = spearman_test(fit["normalized_margin"], fit[col])
             rows.append({**setting, "dataset": sub["dataset"].iloc[0],
                          "model": sub["model"].iloc[0], "column": col,
-                         "n_checkpoints": every.n, "spearman": every.rho,
-                         "spearman_lo": every.lo, "spearman_hi": every.hi,
-                         "spearman_p": every.p, "n_fitted": late.n, "spearman_fitted": late.rho,
-                         "spearman_fitted_lo": late.lo, "spearman_fitted_hi": late.hi,
-                         "spearman_fitted_p": late.p, "margin_time_fitted": time,
+                         **margin_link(sub, fit, col), "margin_time_fitted": time,
                          "note": NEAR_TAUTOLOGICAL if is_certified_radius(col) else ""})
     out = pd.DataFrame(rows, columns=list(LINK_COLUMNS))
     for col in ("n", "seed", "n_checkpoints", "n_fitted"):
