@@ -52,7 +52,7 @@ from torch import nn
 
 from marginrobust import Callback, ThreatModel, TrainConfig, Trainer, create_model, load_dataset
 from marginrobust.evaluate.attacks import CE_LOGIT_SPREAD, PGD, PGD_LOSSES
-from marginrobust.evaluate.autoattack import AutoAttack
+from marginrobust.evaluate.attacks.autoattack import AutoAttack
 from marginrobust.evaluate.points import select_points
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results-attack-strength.json"

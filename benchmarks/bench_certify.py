@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from marginrobust import create_model
-from marginrobust.evaluate.certify import (
+from marginrobust.evaluate.certify.lipschitz_ibp import (
     ibp_certified,
     lipschitz_radii,
     operator_norm_bounds,

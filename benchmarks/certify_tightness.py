@@ -9,7 +9,7 @@
 * Per certifier, its time per point as a ratio to a float32 forward pass per point.
 
 Radii without a closed form (IBP, CROWN, alpha-CROWN) come from the library's search
-(:func:`marginrobust.evaluate.certify_radius.certified_radii`, relative precision
+(:func:`marginrobust.evaluate.certify.radius.certified_radii`, relative precision
 ``RADIUS_TOL``), the same radii the Evaluator records; IBP's L2 radius is that of its box.
 
 ``python -m benchmarks.certify_tightness --merge FILE`` copies the tightness rows (the table
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from marginrobust.evaluate.attacks import FMN
-from marginrobust.evaluate.certify import lipschitz_radii
-from marginrobust.evaluate.certify_exact import exact_linf_distances, exact_robust
-from marginrobust.evaluate.certify_radius import certified_radii
+from marginrobust.evaluate.certify.exact import exact_linf_distances, exact_robust
+from marginrobust.evaluate.certify.lipschitz_ibp import lipschitz_radii
+from marginrobust.evaluate.certify.radius import certified_radii
 from marginrobust.evaluate.threats import ThreatModel
 
 from .common import Row, row

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Dataset": ".data", "DataSpec": ".data", "load_dataset": ".data",
     "Evaluator": ".evaluate.engine", "ThreatModel": ".evaluate.threats",
-    "certified_radii": ".evaluate.certify_radius",
+    "certified_radii": ".evaluate.certify.radius",
     "evaluate_run": ".evaluate.run",
     "margin_stats": ".margins",
     "check_homogeneity": ".models", "create_model": ".models",
@@ -62,7 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .data import Dataset, DataSpec, load_dataset
-    from .evaluate.certify_radius import certified_radii
+    from .evaluate.certify.radius import certified_radii
     from .evaluate.engine import Evaluator
     from .evaluate.run import evaluate_run
     from .evaluate.store import EvalRecord, ResultsStore

@@ -99,7 +99,7 @@ DATASETS: Registry[Callable[..., Any]] = Registry(
     "dataset", "marginrobust.datasets", builtins=("marginrobust.data.sources",))
 ATTACKS: Registry[Callable[..., Any]] = Registry(
     "attack", "marginrobust.attacks",
-    builtins=("marginrobust.evaluate.attacks", "marginrobust.evaluate.autoattack"))
+    builtins=("marginrobust.evaluate.attacks", "marginrobust.evaluate.attacks.autoattack"))
 
 register_model = MODELS.register
 register_dataset = DATASETS.register

@@ -26,9 +26,9 @@ from marginrobust.evaluate.attacks import (
     MinimalNormAttack,
     logit_scale,
 )
-from marginrobust.evaluate.attacks_foolbox import _LinfMarginPGD
-from marginrobust.evaluate.attacks_warm import usable_starts
-from marginrobust.evaluate.autoattack import AutoAttack
+from marginrobust.evaluate.attacks.autoattack import AutoAttack
+from marginrobust.evaluate.attacks.foolbox_attacks import _LinfMarginPGD
+from marginrobust.evaluate.attacks.warm import usable_starts
 from marginrobust.evaluate.threats import ThreatModel, default_threats, parse_eps_list
 from marginrobust.models import create_model
 from marginrobust.registry import ATTACKS

@@ -16,9 +16,7 @@ from torch import nn
 
 from marginrobust import ThreatModel, create_model
 from marginrobust.errors import UserError
-from marginrobust.evaluate.certify import ibp_certified, ibp_margins, lipschitz_radii
-from marginrobust.evaluate.certify_chain import build_chain
-from marginrobust.evaluate.certify_crown import (
+from marginrobust.evaluate.certify.crown import (
     Region,
     _affine_back,
     _l2_box_min,
@@ -27,7 +25,9 @@ from marginrobust.evaluate.certify_crown import (
     crown_margins,
     preactivation_bounds,
 )
-from marginrobust.evaluate.certify_radius import certified_radii, margin_lower_bounds
+from marginrobust.evaluate.certify.lipschitz_ibp import ibp_certified, ibp_margins, lipschitz_radii
+from marginrobust.evaluate.certify.radius import certified_radii, margin_lower_bounds
+from marginrobust.evaluate.certify.tracing import build_chain
 from marginrobust.evaluate.engine import Evaluator, UnitRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -361,7 +361,7 @@ AFFINE = [
 @pytest.mark.parametrize("dense", [True, False], ids=["dense", "conv"])
 @pytest.mark.parametrize("layer, shape", AFFINE, ids=[str(i) for i in range(len(AFFINE))])
 def test_affine_ops_are_transposed_exactly(layer, shape, dense, monkeypatch):
-    from marginrobust.evaluate import certify_crown
+    from marginrobust.evaluate.certify import crown as certify_crown
 
     monkeypatch.setattr(certify_crown, "DENSE_MAX", 2 ** 22 if dense else 0)
     layer = copy.deepcopy(layer).double()
@@ -553,8 +553,8 @@ def test_default_certifiers_and_their_combination(trained_mlp, digits):
 
 def test_the_default_set_leaves_crown_out_where_it_is_costly(trained_small, digits,
                                                              monkeypatch):
-    from marginrobust.evaluate import certificates
-    from marginrobust.evaluate.certify_crown import crown_cost
+    from marginrobust.evaluate.certify import certifiers as certificates
+    from marginrobust.evaluate.certify.crown import crown_cost
 
     cost = crown_cost(build_chain(trained_small, (1, 8, 8)))
     assert 1e6 < cost < 1e8  # the paper's CNN at width 1/8 on 8x8 digits
@@ -592,7 +592,7 @@ def test_exact_runs_after_the_attacks_in_linf_only(digits):
 
 
 def test_exact_is_in_the_default_set_and_decides_open_points_at_each_eps(digits, monkeypatch):
-    from marginrobust.evaluate import certify_exact
+    from marginrobust.evaluate.certify import exact as certify_exact
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 6, bias=False), nn.ReLU(),

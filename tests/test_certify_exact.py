@@ -12,13 +12,13 @@ from scipy.optimize import linprog
 from torch import nn
 
 from marginrobust.errors import UserError
-from marginrobust.evaluate.certify import ibp_certified, lipschitz_radii
-from marginrobust.evaluate.certify_chain import build_chain
-from marginrobust.evaluate.certify_exact import (
+from marginrobust.evaluate.certify.exact import (
     exact_is_cheap,
     exact_linf_distances,
     exact_robust,
 )
+from marginrobust.evaluate.certify.lipschitz_ibp import ibp_certified, lipschitz_radii
+from marginrobust.evaluate.certify.tracing import build_chain
 
 
 def tiny_net(bias: bool, seed: int) -> nn.Sequential:
@@ -146,7 +146,7 @@ def test_milp_below_attacks_above_certificates(family, bias):
 
 @pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
 def test_search_radii_below_exact(method):
-    from marginrobust.evaluate.certify_radius import certified_radii
+    from marginrobust.evaluate.certify.radius import certified_radii
 
     model = small_cnn(True)
     x, y = points(model)

@@ -300,7 +300,7 @@ def test_results_store_appends_and_survives_a_torn_last_line(tmp_path):
 
 
 def test_ibp_reuse_across_budgets_and_norms_matches_direct_calls(trained_mlp, digits):
-    from marginrobust.evaluate.certify import ibp_certified
+    from marginrobust.evaluate.certify.lipschitz_ibp import ibp_certified
 
     x, y = digits.x_train[:60], digits.y_train[:60]
     grid = (0.001, 0.003, 0.01, 0.03)

@@ -1,12 +1,11 @@
 """Robustness evaluation.
 
 * :mod:`.threats`: threat models (a norm and its budgets) and the budget parser;
-* :mod:`.attacks`, :mod:`.autoattack`: the registered attacks;
-* :mod:`.certify`: Lipschitz-margin radii and IBP certificates; :mod:`.certify_crown`:
-  CROWN and alpha-CROWN margin bounds (and the pre-activation bounds of the exact
-  verifier, :mod:`.certify_exact`); :mod:`.certify_radius`: per-point certified radii of
-  IBP, CROWN and alpha-CROWN by a search on ε; :mod:`.certificates`: which certifiers the
-  engine runs and what it records;
+* :mod:`.attacks`: the registered attacks, one module per family (foolbox's, AutoAttack),
+  on a shared base (:mod:`.attacks.base`: what every attack validates and returns);
+* :mod:`.certify`: the certifiers, one module each (Lipschitz margin and IBP, CROWN and
+  alpha-CROWN, the exact verifier), the per-point radius search, and
+  :mod:`.certify.certifiers`: which certifiers the engine runs and what it records;
 * :mod:`.engine`: the :class:`~.engine.Evaluator`, attacks and certificates on tensors,
   returning typed :class:`~.unit.Evaluation` results;
 * :mod:`.run`: :func:`~.run.evaluate_run`, every checkpoint of a run directory with a

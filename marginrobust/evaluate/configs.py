@@ -21,8 +21,8 @@ _NOT_DECIDING = frozenset({"batch_size"})
 
 def is_minimal_norm(attack: Attack) -> bool:
     """Whether ``attack`` returns per-point minimal distances (answering every ε at once),
-    by :func:`.attacks_base.minimal_norm_kind` of its class."""
-    from .attacks_base import minimal_norm_kind
+    by :func:`.attacks.base.minimal_norm_kind` of its class."""
+    from .attacks.base import minimal_norm_kind
 
     return minimal_norm_kind(type(attack))
 

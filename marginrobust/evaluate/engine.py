@@ -26,9 +26,9 @@ from ..errors import UserError
 from ..io import resolve_device
 from ..precision import measurement_precision
 from ..registry import ATTACKS
-from . import autoattack as _autoattack  # noqa: F401  (registers the attack)
 from .attacks import Attack
-from .certificates import (
+from .attacks import autoattack as _autoattack  # noqa: F401  (registers the attack)
+from .certify.certifiers import (
     CERTIFICATES,
     CERTIFIERS,
     DEFAULT_CERTIFIERS,
@@ -74,7 +74,7 @@ class Evaluator:
         certify: The certifiers: ``True`` for the default set (``lipschitz``, ``ibp``,
             and ``crown`` and ``exact`` where each is cheap), ``False`` for none, or names from
             ``lipschitz``, ``ibp``, ``crown``, ``alpha-crown`` and ``exact``
-            (:mod:`.certificates`). A certifier that cannot run gets skipped records
+            (:mod:`.certify.certifiers`). A certifier that cannot run gets skipped records
             saying why.
         n: Points per split.
         seed: Seed of the point selection and of every attack.

@@ -3,7 +3,7 @@
 Minimal-norm attacks report per point the smallest adversarial distance they found; their
 medians make the ``median_dist_*`` columns and their per-point distances the robust-vs-ε
 curves. The answer comes from the attack classes themselves, by the evaluator's own rule
-(:func:`marginrobust.evaluate.attacks_base.minimal_norm_kind`), so an attack added by a
+(:func:`marginrobust.evaluate.attacks.base.minimal_norm_kind`), so an attack added by a
 plugin counts as soon as it is registered.
 """
 
@@ -45,7 +45,7 @@ def registered_minimal_norm(method: str) -> bool | None:
     _register_builtins()
     if method not in ATTACKS:
         return None
-    from ..evaluate.attacks_base import minimal_norm_kind
+    from ..evaluate.attacks.base import minimal_norm_kind
 
     return minimal_norm_kind(ATTACKS.get(method))
 

@@ -1,8 +1,8 @@
 """The operations certificates support, and how each computes points and boxes.
 
-:mod:`.certify_chain` reads a model into a :class:`Chain` of these; :mod:`.certify_bounds`
+:mod:`.tracing` reads a model into a :class:`Chain` of these; :mod:`.operator_norms`
 bounds their Lipschitz constants. The list of what is supported, and why the rest is
-not, is in :mod:`.certify_chain`.
+not, is in :mod:`.tracing`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
 
 __all__ = ["Chain", "NotCertifiable", "Op", "check_pool", "is_leaf", "meta_point",
            "module_op", "pair"]

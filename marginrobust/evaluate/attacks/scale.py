@@ -3,7 +3,7 @@
 Dividing the logits by a positive constant changes no decision, so robust accuracies and
 minimal adversarial distances are those of the model itself; choosing the constant from
 the logits' own spread makes every attack invariant to the scale a long-trained
-homogeneous net reaches (:mod:`.attacks_base`).
+homogeneous net reaches (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
 
 __all__ = ["LogitScaled", "logit_scale"]
 

@@ -1,6 +1,6 @@
 """Warm starts of minimal-norm attacks from an earlier checkpoint's adversarial points.
 
-:class:`~.attacks_base.MinimalNormAttack` hands the previous checkpoint's points to an
+:class:`~.base.MinimalNormAttack` hands the previous checkpoint's points to an
 attack's ``run_warm`` once they are adversarial for the current model: as given, or
 stretched away from the clean point when the boundary has moved outward.
 """
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..margins import per_example_margins
+from ...errors import UserError
+from ...margins import per_example_margins
 
 # Extrapolations tried on an earlier adversarial point that the model now classifies
 # correctly: margins grow during training, so the boundary moves outward along roughly

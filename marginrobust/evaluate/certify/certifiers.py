@@ -4,18 +4,18 @@ certified (its attack figures are computed all the same).
 
 The certifiers (``Evaluator(certify=...)``: ``True`` for :data:`DEFAULT_CERTIFIERS`,
 ``False`` for none, or names from :data:`CERTIFIERS`; in the default set CROWN runs only
-where :func:`.certify_crown.crown_cost` is at most :data:`CROWN_DEFAULT_MAX`, elsewhere its
+where :func:`.crown.crown_cost` is at most :data:`CROWN_DEFAULT_MAX`, elsewhere its
 records are skipped saying how to ask for it):
 
-* ``lipschitz``: Lipschitz-margin radii per norm (:func:`.certify.lipschitz_radii`);
+* ``lipschitz``: Lipschitz-margin radii per norm (:func:`.lipschitz_ibp.lipschitz_radii`);
 * ``ibp``: interval bound propagation, certified or not at each ε (as before), and now a
-  radius per norm too, by a search on ε (:func:`.certify_radius.certified_radii`);
+  radius per norm too, by a search on ε (:func:`.radius.certified_radii`);
 * ``crown``, ``alpha-crown``: radii per norm by the same search on their margin bounds;
-* ``exact``: the exact minimal Linf distance by MILP (:mod:`.certify_exact`) within a
+* ``exact``: the exact minimal Linf distance by MILP (:mod:`.exact`) within a
   per-point time limit, after the attacks (their distances cap it); its radius is the
   proven lower bound, and a point left open around a budget ε is decided at ε by a
   feasibility MILP. Linf only: it has no L2 records. In the default set it runs only on
-  nets of at most ``certify_exact.EXACT_MAX_UNITS`` ReLU units.
+  nets of at most ``exact.EXACT_MAX_UNITS`` ReLU units.
 
 Each certifier ``name`` records ``certify-<name>`` per (norm, ε): the certified fraction
 (radius > ε; IBP: its direct check at ε) and the median radius. Its per-point arrays are
@@ -41,25 +41,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..margins import param_norm
-from . import certify as _certify
-from .certify import NotCertifiable, certify_reason
-from .certify_chain import build_chain
-from .certify_crown import ALPHA_LR, ALPHA_STEPS, crown_cost
-from .certify_radius import certified_radii
-from .consistency import certified_mask
-from .store import NO_OPTIONS, ArrayKey, canonical_json
-from .threats import NORMS, ThreatModel
-from .unit import Unit
+from ...errors import UserError
+from ...margins import param_norm
+from ..consistency import certified_mask
+from ..store import NO_OPTIONS, ArrayKey, canonical_json
+from ..threats import NORMS, ThreatModel
+from ..unit import Unit
+from . import lipschitz_ibp as _certify
+from .crown import ALPHA_LR, ALPHA_STEPS, crown_cost
+from .lipschitz_ibp import NotCertifiable, certify_reason
+from .radius import certified_radii
+from .tracing import build_chain
 
 CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 # alpha-CROWN is left out: 5 to 15 times CROWN's time for radii within 1 % of CROWN's on
 # the digits nets (README, certificates). ``exact`` runs by default only on nets of at most
-# certify_exact.EXACT_MAX_UNITS ReLU units (elsewhere its records are skipped, saying so).
+# exact.EXACT_MAX_UNITS ReLU units (elsewhere its records are skipped, saying so).
 DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown", "exact")
 # In the default set CROWN runs where it is cheap: at most this many multiply-adds per
-# point and bound (certify_crown.crown_cost, an upper estimate) on the device. On the CPU
+# point and bound (crown.crown_cost, an upper estimate) on the device. On the CPU
 # 1e7 admits MLPs such as 64-32-10 (3e4) and a conv-ReLU-linear net of 1,024 units (8e5),
 # and leaves out the CPU bench's digits CNN at width 0.5 (3e8: 0.2 to 0.5 s per point and
 # norm on one core, tens of times its attacks). The cuda figure assumes a GPU 1000 times
@@ -98,10 +98,10 @@ def resolve_certifiers(certify: bool | Sequence[str]) -> tuple[str, ...]:
 
 def _exact_module() -> Any:
     try:
-        from . import certify_exact
+        from . import exact
     except ImportError:
         return None
-    return certify_exact
+    return exact
 
 
 def method(name: str) -> str:

@@ -4,7 +4,7 @@
 and the slope optimisation share the chain's bookkeeping, which splitting would pass around.)
 
 CROWN (Zhang et al. 2018) bounds a linear function of a layer's output from below by
-walking back through the chain of :func:`.certify_chain.build_chain` to the input
+walking back through the chain of :func:`.tracing.build_chain` to the input
 ("back-substitution"): affine operations (Linear, Conv2d, AvgPool2d, reshapes,
 identities) are transposed exactly, and each nonlinear operation is replaced by a pair of
 linear functions that sandwich it over the bounds of its input. The result is a linear
@@ -80,11 +80,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from .certify_bounds import conv_padding
-from .certify_chain import build_chain
-from .certify_ops import Chain, NotCertifiable, Op, pair
-from .threats import normalize_norm
+from ...errors import UserError
+from ..threats import normalize_norm
+from .operator_norms import conv_padding
+from .ops import Chain, NotCertifiable, Op, pair
+from .tracing import build_chain
 
 __all__ = ["CrownBounds", "Region", "alpha_crown_margins", "crown_cost", "crown_margins",
            "get_chain", "preactivation_bounds"]
@@ -760,7 +760,7 @@ def preactivation_bounds(model: nn.Module | Chain, x: torch.Tensor,
 
     Args:
         model: A module whose forward is a supported chain ending in a Linear, or its
-            :class:`Chain` (from :func:`.certify_chain.build_chain`).
+            :class:`Chain` (from :func:`.tracing.build_chain`).
         x: Inputs (N, *input_shape), inside ``input_bounds``.
         eps: Radius, a number or one per point (N,).
         norm: ``Linf`` or ``L2``.

@@ -1,8 +1,8 @@
 """Per-layer upper bounds on Lipschitz constants, for the certificates of
-:mod:`marginrobust.evaluate.certify`.
+:mod:`marginrobust.evaluate.certify.lipschitz_ibp`.
 
 l2 → l2 operator norms of every operation of a model's chain
-(:func:`marginrobust.evaluate.certify_chain.build_chain`): exact spectral norms for
+(:func:`marginrobust.evaluate.certify.tracing.build_chain`): exact spectral norms for
 Linear, the circular-embedding DFT bound for Conv2d, closed forms for pools and
 activations; and the l∞ → l2 row bound of a weight layer used by the l∞ radius. Every
 computed spectral norm carries a relative slack of ``NORM_SLACK`` for float64 rounding
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .certify_chain import build_chain
-from .certify_ops import Chain, Op, pair
+from ...errors import UserError
+from .ops import Chain, Op, pair
+from .tracing import build_chain
 
 __all__ = ["LayerBound", "NORM_SLACK", "chain_bounds", "check_bounds", "conv2d_norm_bound",
            "conv_padding", "inf_lipschitz", "inf_to_2_row_bound", "operator_norm_bounds"]
@@ -205,11 +205,11 @@ def operator_norm_bounds(model: nn.Module, input_shape: Sequence[int]) -> list[L
     a ≥ 0): max(1, a). MaxPool2d: sqrt(windows covering a pixel), 1 when
     non-overlapping. AvgPool2d: sqrt(coverage / window size), 1/k for k×k
     non-overlapping. Convs dominate the cost; compute once per model and pass the result
-    to :func:`marginrobust.evaluate.certify.lipschitz_radii`.
+    to :func:`marginrobust.evaluate.certify.lipschitz_ibp.lipschitz_radii`.
 
     Args:
         model: Any module whose forward is a chain of the operations above
-            (:mod:`marginrobust.evaluate.certify_chain`), whatever its class.
+            (:mod:`marginrobust.evaluate.certify.tracing`), whatever its class.
         input_shape: Per-example input shape, e.g. ``(1, 28, 28)``.
 
     Raises:

@@ -1,7 +1,7 @@
 """Margin lower bounds by any bound-propagation certifier, and per-point certified radii.
 
-:func:`margin_lower_bounds` dispatches to IBP (:func:`.certify.ibp_margins`), CROWN and
-alpha-CROWN (:mod:`.certify_crown`); :func:`certified_radii` turns any of them into a
+:func:`margin_lower_bounds` dispatches to IBP (:func:`.lipschitz_ibp.ibp_margins`), CROWN and
+alpha-CROWN (:mod:`.crown`); :func:`certified_radii` turns any of them into a
 per-point certified radius by a search on ε.
 
 **The search.** A point is certified at ε when the lower bound of every margin
@@ -35,17 +35,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .certify import _labels, ibp_margins
-from .certify_crown import (
+from ...errors import UserError
+from ..threats import normalize_norm
+from .crown import (
     ALPHA_LR,
     ALPHA_STEPS,
     alpha_crown_margins,
     crown_margins,
     get_chain,
 )
-from .certify_ops import Chain
-from .threats import normalize_norm
+from .lipschitz_ibp import _labels, ibp_margins
+from .ops import Chain
 
 __all__ = ["METHODS", "certified_radii", "margin_lower_bounds"]
 

@@ -16,9 +16,9 @@ Two certificates, both sound lower bounds on the distance to the nearest adversa
 
 Any model qualifies whose forward is a chain of supported operations, whatever its
 Python class (an ``nn.Sequential``, or an ``nn.Module`` calling conv → relu → flatten →
-linear in ``forward``): it is read by tracing (:mod:`.certify_chain`), and anything else
+linear in ``forward``): it is read by tracing (:mod:`.tracing`), and anything else
 raises :class:`NotCertifiable` naming the first unsupported operation;
-:func:`certify_reason` says so without raising. The bounds live in :mod:`.certify_bounds`.
+:func:`certify_reason` says so without raising. The bounds live in :mod:`.operator_norms`.
 
 Both certificates run operation by operation in float64 from the module's own parameters
 (eval semantics: dropout is the identity), so logits of 1e5 and beyond lose nothing.
@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from .certify_bounds import (
+from ...errors import UserError
+from .crown import Region
+from .operator_norms import (
     NORM_SLACK,
     LayerBound,
     chain_bounds,
@@ -49,9 +50,8 @@ from .certify_bounds import (
     inf_to_2_row_bound,
     operator_norm_bounds,
 )
-from .certify_chain import NotCertifiable, build_chain, certify_reason
-from .certify_crown import Region
-from .certify_ops import Chain
+from .ops import Chain
+from .tracing import NotCertifiable, build_chain, certify_reason
 
 __all__ = ["LayerBound", "NORM_SLACK", "NotCertifiable", "RadiusResult", "certified_accuracy",
            "certify_reason", "conv2d_norm_bound", "ibp_certified", "ibp_margins",
@@ -110,7 +110,7 @@ def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np.ndar
 
     l∞: the larger of two sound radii. (a) r₂ / sqrt(d), since ‖δ‖₂ ≤ sqrt(d) ‖δ‖∞ for
     d input coordinates. (b) An l∞ → l2 bound of the body that treats its first weight
-    layer row by row (:func:`.certify_bounds.inf_to_2_row_bound`) after the l∞-Lipschitz
+    layer row by row (:func:`.operator_norms.inf_to_2_row_bound`) after the l∞-Lipschitz
     layers before
     it, times the l2 bounds after it; a body without weight layers uses the dual norm
     directly: |(w_y − w_j)·δh| ≤ ‖w_y − w_j‖₁ ‖δh‖∞, exact for a linear model.
@@ -242,7 +242,7 @@ def ibp_margins(chain: Chain, x: torch.Tensor, y: torch.Tensor, eps: float | tor
     lower = (w_y − w_j)·mu − |w_y − w_j|·r + (b_y − b_j) is its exact minimum there.
 
     Args:
-        chain: The model's chain (:func:`.certify_chain.build_chain`) with its parameters.
+        chain: The model's chain (:func:`.tracing.build_chain`) with its parameters.
         x: Inputs (N, *input_shape), inside ``input_bounds``.
         y: Integer labels (N,) on the chain's device.
         eps: Radius, a number or a tensor (N,).

@@ -22,10 +22,10 @@ import torch
 from pyautoattack import AutoAttack as _PyAutoAttack
 from torch import nn
 
-from ..errors import UserError
-from ..registry import register_attack
-from .attacks_base import FixedEpsilonAttack, _positive
-from .attacks_foolbox import CE_LOGIT_SPREAD
+from ...errors import UserError
+from ...registry import register_attack
+from .base import FixedEpsilonAttack, _positive
+from .foolbox_attacks import CE_LOGIT_SPREAD
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")

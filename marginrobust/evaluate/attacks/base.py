@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .attacks_scale import LogitScaled, logit_scale
-from .attacks_warm import check_starts, usable_starts
-from .threats import NORMS, ThreatModel
+from ...errors import UserError
+from ..threats import NORMS, ThreatModel
+from .scale import LogitScaled, logit_scale
+from .warm import check_starts, usable_starts
 
 # Float32 rounding of x + delta can push a perturbation a hair past its budget or the box.
 _REL_TOL = 1e-4

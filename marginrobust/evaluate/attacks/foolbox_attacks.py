@@ -1,7 +1,7 @@
 """The registered attacks foolbox implements: PGD, FMN, DDN, DeepFool, Carlini–Wagner.
 
 Each is a thin adapter: its options, the foolbox attack it calls on the rescaled model
-(:meth:`~.attacks_base.Attack.attacked_model`), and, where foolbox needs it, a fix or a
+(:meth:`~.base.Attack.attacked_model`), and, where foolbox needs it, a fix or a
 loss. foolbox's attacks are used, never re-implemented.
 """
 
@@ -17,17 +17,17 @@ import torch
 from foolbox.devutils import atleast_kd, flatten
 from torch import nn
 
-from ..errors import UserError
-from ..margins import per_example_margins
-from ..registry import register_attack
-from .attacks_base import (
+from ...errors import UserError
+from ...margins import per_example_margins
+from ...registry import register_attack
+from ..threats import ThreatModel
+from .base import (
     FixedEpsilonAttack,
     MinimalNormAttack,
     _Outcome,
     _positive,
     _positive_int,
 )
-from .threats import ThreatModel
 
 # Median logit spread of the attacks that follow a cross-entropy gradient. The spread is
 # the softmax temperature, and it decides their direction: spread 1 spreads the gradient

@@ -1,6 +1,6 @@
 """The chain of layers the certificates work on, read from any model by tracing it.
 
-The certificates of :mod:`marginrobust.evaluate.certify` need the model as a chain
+The certificates of :mod:`marginrobust.evaluate.certify.lipschitz_ibp` need the model as a chain
 h₀ = x, hₖ₊₁ = opₖ(hₖ) of operations whose Lipschitz constants and interval images are
 known. Any ``nn.Module`` whose forward is such a chain qualifies, whatever its Python
 class: :func:`build_chain` traces it with ``torch.fx`` (the supported standard layers as
@@ -20,7 +20,7 @@ Supported, with eval semantics:
   ``torch.flatten``, ``torch.reshape``, ``Tensor.flatten`` / ``view`` / ``reshape``;
 * identities: ``nn.Identity``, dropout layers and ``F.dropout`` (the identity in eval
   mode, which is what attacks see), ``Tensor.contiguous``;
-* shape queries feeding those reshapes (``Tensor.size``, ``.shape``, integer arithmetic).
+* shape queries feeding those reshapes (``Tensor.size``, ``..shape``, integer arithmetic).
 
 Anything else raises :class:`NotCertifiable` naming the first such operation in forward
 order: a tensor used twice (a branch), the sum of two tensors (a skip connection),
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import UserError
-from .certify_ops import Chain, NotCertifiable, Op, check_pool, is_leaf, meta_point, module_op
+from ...errors import UserError
+from .ops import Chain, NotCertifiable, Op, check_pool, is_leaf, meta_point, module_op
 
 __all__ = ["Chain", "NotCertifiable", "Op", "build_chain", "certify_reason"]
 

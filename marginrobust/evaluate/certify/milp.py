@@ -1,7 +1,7 @@
 """A traced chain as dense layers, pre-activation bounds, and its big-M MILP encoding.
 
-The exact verifier of :mod:`.certify_exact` works on the chain of
-:func:`.certify_chain.build_chain` unrolled into alternating dense affine maps and
+The exact verifier of :mod:`.exact` works on the chain of
+:func:`.tracing.build_chain` unrolled into alternating dense affine maps and
 piecewise-linear maps (ReLU and LeakyReLU unit by unit, max pooling window by window):
 every run of affine operations (Linear, Conv2d, average pooling, reshapes, identities) is
 one dense matrix, read off by pushing the identity basis through the operations, so this
@@ -35,7 +35,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from .certify_ops import Chain, NotCertifiable, Op
+from .ops import Chain, NotCertifiable, Op
 
 __all__ = ["BoundSource", "Layer", "MilpNet", "Problem", "interval_preactivation_bounds"]
 

@@ -5,10 +5,10 @@ Per point x with label y, :func:`exact_linf_distances` solves
     min eps  s.t.  ‖x' − x‖∞ ≤ eps,  x' ∈ [0, 1]^d,  f_j(x') ≥ f_y(x') for some j ≠ y
 
 as mixed-integer linear programs (``scipy.optimize.milp``, HiGHS) over the big-M encoding
-of :mod:`.certify_milp`: one MILP per target class j, closest classes first, each capped at
+of :mod:`.milp`: one MILP per target class j, closest classes first, each capped at
 the best distance found so far (``mode="per-class"``), or one MILP choosing the class with
 a binary per class (``mode="disjunctive"``). The big-M constants come from pre-activation
-bounds (a :data:`.certify_milp.BoundSource`: interval bounds by default, CROWN's when
+bounds (a :data:`.milp.BoundSource`: interval bounds by default, CROWN's when
 given) valid over the Linf ball of a radius R that caps eps, so they hold wherever the
 MILP can go; R is an upper bound on the distance (an attack's distance when given, else
 found by doubling R from the certified radius until the MILP finds a misclassification).
@@ -38,10 +38,10 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
-from ..errors import UserError
-from .certify_chain import build_chain
-from .certify_milp import BoundSource, MilpNet, encode, interval_preactivation_bounds
-from .certify_ops import Chain
+from ...errors import UserError
+from .milp import BoundSource, MilpNet, encode, interval_preactivation_bounds
+from .ops import Chain
+from .tracing import build_chain
 
 __all__ = ["EXACT_MAX_UNITS", "ExactResult", "ExactRobustResult", "VERIFY_TOL",
            "exact_is_cheap", "exact_linf_distances", "exact_robust", "resolve_bounds"]
@@ -116,7 +116,7 @@ def exact_is_cheap(chain: Chain, max_units: int = EXACT_MAX_UNITS) -> bool:
 
 def resolve_bounds(bounds: str | BoundSource) -> BoundSource:
     """A bound source by name or as is: ``ibp`` (interval bounds), ``crown``
-    (:func:`.certify_crown.preactivation_bounds`) or ``auto`` (CROWN where available).
+    (:func:`.crown.preactivation_bounds`) or ``auto`` (CROWN where available).
 
     Raises:
         UserError: For an unknown name or a missing CROWN module.
@@ -127,7 +127,7 @@ def resolve_bounds(bounds: str | BoundSource) -> BoundSource:
         return interval_preactivation_bounds
     if bounds in ("crown", "auto"):
         try:
-            from .certify_crown import preactivation_bounds
+            from .crown import preactivation_bounds
         except ImportError as exc:
             if bounds == "auto":
                 return interval_preactivation_bounds
@@ -237,7 +237,7 @@ def exact_linf_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np
     """Exact minimal Linf distance of each point to a misclassification (module docstring).
 
     Args:
-        model: A chain of supported operations (:mod:`.certify_chain`); small, since
+        model: A chain of supported operations (:mod:`.tracing`); small, since
             every weight layer is unrolled to a dense matrix.
         x: Inputs (N, *input_shape) in [0, 1].
         y: Integer labels (N,).
@@ -247,7 +247,7 @@ def exact_linf_distances(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np
         lower: Per-point certified radii; they floor the lower bound of a timed-out point.
         time_limit: Seconds per point, over all its MILPs.
         bounds: Source of the pre-activation bounds: ``ibp``, ``crown``, ``auto`` (CROWN
-            where available) or a callable (:data:`.certify_milp.BoundSource`).
+            where available) or a callable (:data:`.milp.BoundSource`).
         mode: ``per-class`` (one MILP per target class) or ``disjunctive`` (one MILP).
 
     Raises:
@@ -348,7 +348,7 @@ def exact_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np.ndarray
         norm: ``Linf`` only.
         time_limit: Seconds per point.
         bounds: Source of the pre-activation bounds: ``ibp``, ``crown``, ``auto`` (CROWN
-            where available) or a callable (:data:`.certify_milp.BoundSource`).
+            where available) or a callable (:data:`.milp.BoundSource`).
         lower: Optional certified radii.
         upper: Optional attack distances.
     """
