@@ -74,6 +74,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"log10 loss target of the schedule benchmark (default "
                         f"{bench_schedule.DEFAULT_TARGET:g}; the paper's is "
                         f"{bench_schedule.PAPER_TARGET:g})")
+    p.add_argument("--schedule-models", default="cnn,mlp",
+                   help="comma-separated digits models of the schedule benchmark "
+                        "(default cnn,mlp)")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to run: cpu (default), cuda (the cuda suite, results to "
                         "benchmarks/results-cuda.json) or auto (cuda when present)")
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = _kwargs(BENCHMARKS[name], args)
         if name == "schedule":
             kwargs["target"] = args.schedule_target
+            kwargs["models"] = [m for m in args.schedule_models.split(",") if m]
         t0 = time.perf_counter()
         try:
             result = BENCHMARKS[name].run(**kwargs)

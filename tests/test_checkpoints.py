@@ -57,6 +57,19 @@ def test_trajectory_checkpoints_follow_the_decade_policy(tmp_path):
     assert raw["format"] == FORMAT and raw["kind"] == "initial"
 
 
+def test_an_asked_for_epoch_inside_an_extended_attempt_is_saved_at_its_end(tmp_path):
+    # loss-based-fast accepts attempts of 1-4 epochs: its records may skip epochs.
+    spec = RunSpec(**{**SPEC, "train_subset": 300, "test_subset": 100},
+                   train=TrainConfig(epochs=40, batch_size=25, lr=30.0, device="cpu",
+                                     schedule="loss-based-fast"),
+                   checkpoint_decades=0.0, checkpoint_epochs=list(range(1, 41)))
+    train_run(tmp_path / "run", spec)
+    recorded = [r["epoch"] for r in read_metrics(tmp_path / "run")]
+    assert max(b - a for a, b in zip(recorded, recorded[1:])) > 1
+    saved = [int(p.stem.split("-")[1]) for p in list_checkpoints(tmp_path / "run")]
+    assert saved == recorded  # every record ends a span holding an asked-for epoch
+
+
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
     target = tmp_path / "ckpt.pt"
     save_checkpoint({"format": FORMAT, "x": torch.ones(3)}, target)

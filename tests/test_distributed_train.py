@@ -118,17 +118,23 @@ def test_two_ranks_train_as_one_process(reference, two_ranks):
 
 def test_two_ranks_judge_chunks_as_one_process(tmp_path):
     """loss-based-fast: the guard reads the batches' relative losses summed over the
-    ranks, so 2 ranks redo the same chunks and accept the same epochs as one process."""
+    ranks and the extensions the exactly reduced full-set loss, so 2 ranks end, extend and
+    accept the same attempts as one process."""
     one, two = tmp_path / "one", tmp_path / "two"
-    fast = ["--schedule", "loss-based-fast", "--lr", "3", "--epochs", "8"]
-    s = spec(8)
+    fast = ["--schedule", "loss-based-fast", "--lr", "3", "--epochs", "12"]
+    s = spec(12)
     s.train.schedule, s.train.lr = "loss-based-fast", 3.0
     train_run(one, s)
     run_job(torchrun("train", "--out", str(two), *fast, *TRAIN), tmp_path)
     want = read_metrics(one)
     assert sum(r["rollbacks"] for r in want) >= 3  # chunks or epochs were rolled back
     assert want[-1]["grad_evals"] > want[-1]["step"]
-    assert_close(read_metrics(two), want)
+    # Some attempts were extended past their first epoch: their records skip epochs.
+    assert any(b["epoch"] - a["epoch"] > 1 for a, b in zip(want, want[1:]))
+    # The decisions are equal; the measured numbers drift further apart than under the
+    # paper's schedule (up to 1.6e-5 by epoch 12 here): larger steps amplify the rounding
+    # of the gradients, summed over the ranks in another order, from epoch to epoch.
+    assert_close(read_metrics(two), want, rtol=1e-4)
 
 
 def test_a_two_rank_run_resumes_in_one_process(reference, two_ranks, tmp_path):

@@ -14,38 +14,56 @@ from marginrobust import Callback, TrainConfig, Trainer, create_model
 from marginrobust.train.schedules import FastLossBasedSchedule, make_schedule
 
 
-def test_the_epoch_rule_is_the_papers_and_the_guard_lowers_alpha():
+def test_an_attempt_is_judged_against_the_last_accepted_loss_and_extended_first():
     s = make_schedule("loss-based-fast", 0.1)
     assert isinstance(s, FastLossBasedSchedule) and s.chunk_steps == 2
-    assert s.guard_ratio == 10.0 and s.guard_aborts
+    assert s.guard_ratio == 10.0 and s.guard_aborts and s.extend_max == 3
+    assert (s.up, s.down) == (2 ** (1 / 20), 2 ** (1 / 5))
     s.start(math.log(2.0))
+    assert not s.extend(math.log(1.5))               # below the bound: to be accepted
     assert s.end_epoch(math.log(1.5))
-    assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 5)) and s.log_frame == math.log(1.5)
+    assert s.alpha == pytest.approx(0.1 * 2 ** (1 / 20))
+    assert s.log_frame == s.log_accepted == math.log(1.5)
     a = s.alpha
-    assert not s.end_epoch(math.log(1.6))           # loss rose: the epoch is rolled back
-    assert s.alpha == pytest.approx(a / 2 ** (1 / 10)) and s.log_frame == math.log(1.5)
+    # Above the bound: extended three times, the frame following the measured loss.
+    for k, loss in enumerate([1.6, 1.7, 1.55], 1):
+        assert s.extend(math.log(loss)) and s.extended == k
+        assert s.log_frame == math.log(loss) and s.log_accepted == math.log(1.5)
+    assert not s.extend(math.log(1.52))               # no extension left
+    assert not s.end_epoch(math.log(1.52))            # rolled back: α/down, frame back
+    assert s.alpha == pytest.approx(a / 2 ** (1 / 5)) and s.log_frame == math.log(1.5)
+    assert s.extended == 0
+    a = s.alpha
+    assert s.extend(math.log(1.6)) and not s.extend(math.log(1.5))
+    assert s.end_epoch(math.log(1.5)) and s.alpha == a  # equal is accepted; α held
+    assert not s.extend(math.inf) and not s.extend(math.nan)
     assert not s.end_epoch(None) and not s.end_epoch(math.nan)
     a = s.alpha
     assert s.guard() and s.guarded == 1
-    assert s.alpha == pytest.approx(a / 2 ** (1 / 10))
-    assert s.end_epoch(math.log(1.5)) and s.guarded == 0  # equal loss is accepted (≤)
+    assert s.alpha == pytest.approx(a / 2 ** (1 / 5))
     restored = FastLossBasedSchedule()
     restored.load_state_dict(s.state_dict())
     assert restored == s
+    # The walk is the schedule's own unless asked for: the paper's for the others.
+    assert (make_schedule("loss-based", 0.1).up, make_schedule("loss-based", 0.1).down) == (
+        2 ** (1 / 5), 2 ** (1 / 10))
+    assert make_schedule("loss-based-fast", 0.1, up=1.5).up == 1.5
 
 
 def test_guard_options_deeper_cut_hold_and_a_bounded_number_of_redos():
     s = FastLossBasedSchedule(alpha=1.0, guard_down_power=2, guard_holds=True, guard_redos=2)
     s.start(0.0)
-    assert s.guard() and s.alpha == pytest.approx(2 ** (-2 / 10))
+    assert s.guard() and s.alpha == pytest.approx(s.down ** -2)
     assert not s.guard()  # the second of two: the rest of the attempt runs unchecked
     a = s.alpha
     assert s.end_epoch(-1.0) and s.alpha == a       # the guard fired: α is kept
-    assert s.end_epoch(-2.0) and s.alpha == pytest.approx(a * 2 ** (1 / 5))
+    assert s.end_epoch(-2.0) and s.alpha == pytest.approx(a * s.up)
 
 
 # The variant that redoes the exploded chunk instead of ending the attempt.
-REDO = {"guard_aborts": False, "chunk_steps": 3, "guard_ratio": 3.0}
+REDO = {"guard_aborts": False, "chunk_steps": 3, "guard_ratio": 3.0, "extend_max": 0}
+# The paper's epoch rule and walk: no extension.
+PAPER = {"extend_max": 0, "up": 2 ** (1 / 5), "down": 2 ** (1 / 10)}
 
 
 def _trainer(digits, epochs, lr=1.0, callbacks=(), schedule=None, **cfg):
@@ -93,8 +111,25 @@ def test_no_accepted_epoch_raises_the_summed_loss_and_the_guard_redoes_chunks(di
     assert sum(r["rollbacks"] for r in rec.records) == rec.rollbacks
 
 
+def test_extended_attempts_never_raise_the_loss_and_count_every_epoch(digits):
+    rec = Recorder()
+    t = _trainer(digits, 40, lr=30.0, callbacks=[rec])
+    assert t.fit() == "epochs" and t.epoch == 40   # never past the budget
+    epochs = [r["epoch"] for r in rec.records]
+    losses = [r["log10_loss"] for r in rec.records]
+    assert all(b <= a for a, b in zip(losses, losses[1:])), losses
+    # Some attempts ran several epochs before they met the bound: their records jump.
+    jumps = [b - a for a, b in zip(epochs, epochs[1:])]
+    assert max(jumps) > 1 and max(jumps) <= 1 + t.schedule.extend_max
+    assert t.step == 12 * t.epoch
+    for r in rec.records:
+        assert r["step"] == 12 * r["epoch"]
+    # Work thrown away: only whole attempts rolled back (an alarm cuts them short).
+    assert t.grad_evals - t.step <= 12 * (1 + t.schedule.extend_max) * rec.rollbacks
+
+
 def test_without_a_guard_the_chunked_epochs_are_the_papers_bit_for_bit(digits):
-    fast = _trainer(digits, 8, lr=30.0, schedule={"guard_ratio": math.inf})
+    fast = _trainer(digits, 8, lr=30.0, schedule={**PAPER, "guard_ratio": math.inf})
     fast.fit()
     torch.manual_seed(0)
     model = create_model("mlp", in_chans=1, img_size=8, widths=(32,))
@@ -202,6 +237,40 @@ def test_a_run_interrupted_mid_epoch_resumes_bit_for_bit(digits, variant):
         assert torch.equal(v, resumed.model.state_dict()[k])
 
 
+class KillInExtension:
+    """Wraps ``schedule.extend``: the ``n``-th extension granted stops the run, inside an
+    attempt that has run an epoch past its start."""
+
+    def __init__(self, schedule, n):
+        self.extend, self.n, self.seen = schedule.extend, n, 0
+
+    def __call__(self, log_mean_loss):
+        granted = self.extend(log_mean_loss)
+        self.seen += granted
+        if self.seen == self.n:
+            raise Interrupt
+        return granted
+
+
+def test_a_run_interrupted_inside_an_extension_resumes_bit_for_bit(digits):
+    through = _trainer(digits, 30, lr=30.0)
+    through.fit()
+    rec = Recorder()
+    killed = _trainer(digits, 30, lr=30.0, callbacks=[rec])
+    killed.schedule.extend = KillInExtension(killed.schedule, 4)
+    with pytest.raises(Interrupt):
+        killed.fit()
+    assert 0 < len(rec.records) and killed.grad_evals > rec.records[-1]["grad_evals"]
+    resumed = _trainer(digits, 30, lr=30.0)
+    resumed.load_state_dict(copy.deepcopy(rec.states[-1]))
+    resumed.fit()
+    assert resumed.schedule == through.schedule
+    assert (resumed.epoch, resumed.step, resumed.grad_evals) == (
+        through.epoch, through.step, through.grad_evals)
+    for k, v in through.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k])
+
+
 def test_a_stop_inside_an_epoch_leaves_the_last_accepted_state(digits):
     rec = Recorder()
     # α_min just below α_0: the first rollback exhausts the schedule mid-epoch.
@@ -218,7 +287,7 @@ def test_with_guard_aborts_an_alarm_ends_the_attempt_as_an_exploded_epoch(digits
     rec = Recorder()
     # Ratio 0: every attempt raises the alarm in its first chunk and is rolled back whole;
     # α_min is passed after the 5th rollback.
-    t = _trainer(digits, 3, callbacks=[rec], alpha_min=1.001 * 2 ** (-5 / 10),
+    t = _trainer(digits, 3, callbacks=[rec], alpha_min=1.001 * 2 ** (-5 / 5),
                  schedule={"guard_ratio": 0.0, "chunk_steps": 3})
     start = copy.deepcopy(t.model.state_dict())
     assert t.fit() == "alpha"

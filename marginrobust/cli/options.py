@@ -143,10 +143,12 @@ def train_options(preset: bool = False) -> list[Any]:
         _opt("--schedule", default="loss-based", preset=preset,
              type=click.Choice(list(SCHEDULE_NAMES)),
              help="Paper's loss-based rate with rollback; the same with alpha capped below "
-                  "its last rollback (fewer wasted epochs: 0.70-0.80x the paper's gradient "
-                  "evaluations on digits); the paper's rule with an in-epoch alarm that ends "
-                  "an exploding epoch early (loss-based-fast: 0.82-0.88x the paper's "
-                  "gradient evaluations on digits, still 63-65% wasted); or constant."),
+                  "its last rollback (0.64-0.74x the paper's gradient evaluations on "
+                  "digits); loss-based-fast: the paper's step and descent test, an attempt "
+                  "that ends above the last accepted loss runs up to 3 more epochs before "
+                  "it is judged and an alarm stops exploding ones (0.34-0.41x the paper's "
+                  "gradient evaluations and 0.42-0.44x its wall time to log10 loss -30 on "
+                  "digits, margins within 1%); or constant."),
         click.option("--lr", type=POSITIVE, default=None,
                      help="alpha_0 for loss-based [0.1]; the rate for constant [0.01]."),
         _opt("--train-subset", preset=preset, type=click.IntRange(min=1),

@@ -143,6 +143,9 @@ class CheckpointCallback(Callback):
         self.extra = extra or {}
         self.next_threshold = math.inf
         self.saved: list[int] = []
+        # The epoch of the last record: an accepted attempt of loss-based-fast may span
+        # several epochs, and an asked-for epoch inside it is saved at its end.
+        self.last_epoch: int | None = None
 
     def _payload(self, trainer: Trainer, kind: str) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "kind": kind,
@@ -157,12 +160,14 @@ class CheckpointCallback(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         epoch, log10_loss = record["epoch"], record["log10_loss"]
+        prev = epoch - 1 if self.last_epoch is None else self.last_epoch
+        self.last_epoch = epoch
         kind = None
         if epoch == 0:
             kind = "initial"
         elif self.decades > 0 and log10_loss <= self.next_threshold:
             kind = "decades"
-        elif epoch in self.epochs:
+        elif any(prev < e <= epoch for e in self.epochs):
             kind = "epoch"
         if self.decades > 0 and (kind is not None or self.next_threshold == math.inf):
             self.next_threshold = self._next(log10_loss)
@@ -182,8 +187,10 @@ class CheckpointCallback(Callback):
             save_checkpoint(self._payload(trainer, kind), path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"next_threshold": self.next_threshold, "saved": list(self.saved)}
+        return {"next_threshold": self.next_threshold, "saved": list(self.saved),
+                "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.next_threshold = state.get("next_threshold", math.inf)
         self.saved = list(state.get("saved", []))
+        self.last_epoch = state.get("last_epoch")

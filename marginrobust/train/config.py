@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import resolve_device
 from ..precision import DEFAULT_PRECISION, check_precision
-from .schedules import SCHEDULES
+from .schedules import DEFAULT_WALK, SCHEDULES
 
 __all__ = ["DEFAULT_LR", "TrainConfig"]
 
@@ -32,12 +32,15 @@ class TrainConfig:
         batch_size: Mini-batch size; 0 means full batch (paper: 100).
         schedule: ``loss-based`` (paper's, with rollback), ``loss-based-capped`` (the same
             rate with α capped below its last rollback: fewer wasted epochs),
-            ``loss-based-fast`` (the paper's rule, with an alarm every 2 steps that ends
-            an exploding epoch early) or ``constant``.
+            ``loss-based-fast`` (the paper's step and descent test; an attempt that ends
+            an epoch above the last accepted loss runs up to 3 more epochs before it is
+            judged, and an alarm every 2 steps ends an exploding one) or ``constant``.
         lr: α_0 for ``loss-based`` (paper: 0.1), η for ``constant`` (paper: 0.01 MNIST,
             0.1 CIFAR-10); None picks those defaults.
-        lr_up: α factor after an accepted epoch (paper: 2^{1/5}).
-        lr_down: α divisor after a rollback (paper: 2^{1/10}).
+        lr_up: α factor after an accepted epoch (paper: 2^{1/5}; ``loss-based-fast``:
+            2^{1/20}); None picks the schedule's own.
+        lr_down: α divisor after a rollback (paper: 2^{1/10}; ``loss-based-fast``:
+            2^{1/5}); None picks the schedule's own.
         alpha_min: Stop once α < alpha_min (paper: 1e-50).
         explode_ratio: Roll back when a batch's mean loss exceeds this multiple of the
             last full-set mean loss (paper: 500-600), or is not finite.
@@ -58,8 +61,8 @@ class TrainConfig:
     batch_size: int = 100
     schedule: str = "loss-based"
     lr: float | None = None
-    lr_up: float = 2 ** (1 / 5)
-    lr_down: float = 2 ** (1 / 10)
+    lr_up: float | None = None
+    lr_down: float | None = None
     alpha_min: float = 1e-50
     explode_ratio: float = 500.0
     max_minutes: float | None = None
@@ -71,7 +74,7 @@ class TrainConfig:
     deterministic: bool = True
 
     def validate(self) -> TrainConfig:
-        """Check values; returns self with ``lr`` filled in.
+        """Check values; returns self with ``lr``, ``lr_up`` and ``lr_down`` filled in.
 
         Raises:
             UserError: one sentence naming the first offending value as the command line
@@ -87,8 +90,10 @@ class TrainConfig:
                             f"not {self.schedule!r}")
         if self.lr is not None:
             _check_number("--lr", self.lr, lambda v: v > 0, "a positive number")
-        _check_number("lr_up", self.lr_up, lambda v: v >= 1, ">= 1")
-        _check_number("lr_down", self.lr_down, lambda v: v > 1, "> 1")
+        if self.lr_up is not None:
+            _check_number("lr_up", self.lr_up, lambda v: v >= 1, ">= 1")
+        if self.lr_down is not None:
+            _check_number("lr_down", self.lr_down, lambda v: v > 1, "> 1")
         _check_number("alpha_min", self.alpha_min, lambda v: v >= 0, "0 or more")
         _check_number("--explode-ratio", self.explode_ratio, lambda v: v > 1, "> 1")
         if self.max_minutes is not None:
@@ -103,6 +108,9 @@ class TrainConfig:
             raise UserError(f"deterministic must be true or false, not {self.deterministic!r}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.schedule]
+        up, down = DEFAULT_WALK[self.schedule]
+        self.lr_up = up if self.lr_up is None else self.lr_up
+        self.lr_down = down if self.lr_down is None else self.lr_down
         resolve_device(self.device)
         return self
 

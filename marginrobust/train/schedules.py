@@ -69,6 +69,10 @@ class Schedule(Protocol):
     def end_epoch(self, log_mean_loss: float | None) -> bool:
         """Judge an epoch by its new mean loss (None: it exploded); True = accept."""
 
+    def extend(self, log_mean_loss: float) -> bool:
+        """An attempt that did not explode ended an epoch at ``log_mean_loss``; True =
+        run it one more epoch before judging it (the frame may move to that loss)."""
+
     def guard(self) -> bool:
         """A chunk exploded and is redone (only when ``chunk_steps`` > 0): lower α;
         False once the rest of the epoch attempt is to run unchecked."""
@@ -136,6 +140,10 @@ class LossBasedSchedule:
             self.alpha /= self.down
         return ok
 
+    def extend(self, log_mean_loss: float) -> bool:
+        """Never: every attempt is judged after one epoch, as in the paper."""
+        return False
+
     def guard(self) -> bool:
         """Not used: this schedule checks nothing inside an epoch (``chunk_steps`` = 0)."""
         raise NotImplementedError(f"{self.name} checks nothing inside an epoch")
@@ -191,31 +199,36 @@ class CappedLossBasedSchedule(LossBasedSchedule):
 
 @dataclass
 class FastLossBasedSchedule(LossBasedSchedule):
-    """The paper's step η = α/𝓛̄, α walk and epoch rule, with a cheap guard inside the
-    epoch that stops an exploding attempt early (an option; :class:`LossBasedSchedule`
-    stays the default).
+    """The paper's step η = α/𝓛 and its test that no accepted point raises the loss, with
+    far less work thrown away (an option; :class:`LossBasedSchedule` stays the default).
 
-    The epoch is decided exactly as in the paper (:meth:`end_epoch`): accepted iff its
-    full-set mean loss is finite and not above the last accepted one, else rolled back
-    whole with α ← α/``down``, so no accepted epoch raises the loss. Inside the epoch the
-    trainer runs chunks of ``chunk_steps`` steps and reads the batches' relative losses
-    mean_b exp(log ℓ_b − F), already computed by the steps, once per chunk. A value above
-    ``guard_ratio`` (or not finite) is an alarm: the steps since the attempt's start made
-    the loss explode. By default (``guard_aborts``) the attempt ends there as an exploded
-    epoch of the paper's (rolled back whole, α ← α/``down``, no full-set pass), so about
-    half of the paper's rolled-back epochs, which explode half-way, cost half an epoch.
-    Without ``guard_aborts`` only the chunk is undone, :meth:`guard` lowers α, and the
-    chunk is redone on the same batches; that variant measured worse on digits
-    (docs/science.md: what ``loss-based-fast`` changes).
+    Within an epoch, SGD's loss rises and falls by more than an epoch's progress, so in
+    the paper's walk most rollbacks undo epochs that made progress but ended on an
+    upswing (docs/science.md: what ``loss-based-fast`` changes). Here an attempt whose
+    full-set mean loss ended above the last accepted one is not thrown away at once: it
+    is *extended* by another epoch from where it stands (:meth:`extend`), with the frame,
+    and so η = α/𝓛, taken from the loss just measured, up to ``extend_max`` times. The
+    attempt is accepted at the first epoch end at or below the last accepted loss, and
+    counts every epoch it ran; it is rolled back whole (α ← α/``down``) only when it
+    exploded or its extensions ran out. A cheap alarm ends an exploding attempt early:
+    after every ``chunk_steps`` SGD steps the trainer reads the batches' relative losses
+    mean_b exp(log ℓ_b − F), computed by the steps anyway, and a value above
+    ``guard_ratio`` (or not finite) makes the attempt an exploded one. α rises by ``up``
+    after an attempt accepted at its first epoch and is kept after an extended one; with
+    failures now rare, ``up`` and ``down`` (2^{1/20} and 2^{1/5}) hold α where about one
+    attempt in five fails.
 
     Attributes:
-        chunk_steps: SGD steps between guard checks (an epoch's last chunk may be shorter).
+        log_accepted: The natural log of the last accepted full-set mean loss: the bound
+            an attempt must meet (``log_frame`` follows the loss inside an extension).
+        extend_max: Extensions of one attempt at most (0: the paper's epoch rule).
+        extended: Extensions of the current attempt so far.
+        chunk_steps: SGD steps between alarm checks (an epoch's last chunk may be shorter).
         guard_ratio: A batch's relative loss above it is an alarm (10 measured best on
             the digits MLP: in a run of the paper's schedule 1 of 259 accepted epochs had
             such a batch, 293 of 592 rolled-back ones did).
-        guard_aborts: An alarm ends the epoch attempt at once, as an exploded epoch
-            (rolled back whole, α ← α/``down``, a new data order), instead of redoing
-            the chunk.
+        guard_aborts: An alarm ends the attempt at once, as an exploded epoch (rolled
+            back whole, α ← α/``down``, a new data order), instead of redoing the chunk.
         guard_down_power: A chunk redo divides α by ``down`` to this power.
         guard_holds: After an accepted epoch with chunk redos, keep α (no ×``up``).
         guard_redos: At most this many chunk redos per epoch attempt; then the attempt
@@ -224,6 +237,11 @@ class FastLossBasedSchedule(LossBasedSchedule):
         guarded: Chunk redos in the current epoch attempt.
     """
 
+    up: float = 2 ** (1 / 20)
+    down: float = 2 ** (1 / 5)
+    log_accepted: float = 0.0
+    extend_max: int = 3
+    extended: int = 0
     chunk_steps: int = 2  # type: ignore[misc]
     guard_ratio: float = 10.0  # type: ignore[misc]
     guard_aborts: bool = True  # type: ignore[misc]
@@ -233,14 +251,37 @@ class FastLossBasedSchedule(LossBasedSchedule):
     guarded: int = 0
     name: str = "loss-based-fast"
 
+    def start(self, log_mean_loss: float) -> None:
+        """Set the frame and the bound from the mean loss of the initial model."""
+        self.log_frame = self.log_accepted = log_mean_loss
+
+    def extend(self, log_mean_loss: float) -> bool:
+        """An attempt ended an epoch at ``log_mean_loss`` (finite: it did not explode);
+        True = run it one more epoch from there, with the frame at that loss. False when
+        the loss meets the bound (the attempt is to be accepted) or no extension is left
+        (it is to be rolled back)."""
+        if not (math.isfinite(log_mean_loss) and log_mean_loss > self.log_accepted
+                and self.extended < self.extend_max):
+            return False
+        self.extended += 1
+        self.log_frame = log_mean_loss
+        return True
+
     def end_epoch(self, log_mean_loss: float | None) -> bool:
-        """Judge an epoch as the paper does; with ``guard_holds``, an accepted epoch in
-        which the guard fired keeps its α."""
-        alpha, fired = self.alpha, self.guarded > 0
-        ok = super().end_epoch(log_mean_loss)
-        if ok and fired and self.guard_holds:
-            self.alpha = alpha
-        self.guarded = 0
+        """Judge an attempt by its last epoch's mean loss (None: it exploded) against the
+        last accepted one; True = accept. α rises by ``up`` only after an attempt
+        accepted at its first epoch (and, with ``guard_holds``, no chunk redo)."""
+        ok = (log_mean_loss is not None and math.isfinite(log_mean_loss)
+              and log_mean_loss <= self.log_accepted)
+        if ok:
+            assert log_mean_loss is not None
+            self.log_frame = self.log_accepted = log_mean_loss
+            if not self.extended and not (self.guarded and self.guard_holds):
+                self.alpha *= self.up
+        else:
+            self.log_frame = self.log_accepted
+            self.alpha /= self.down
+        self.extended = self.guarded = 0
         return ok
 
     def guard(self) -> bool:
@@ -288,6 +329,10 @@ class ConstantSchedule:
         self.diverged = not ok
         return ok
 
+    def extend(self, log_mean_loss: float) -> bool:
+        """Never: every epoch is judged on its own."""
+        return False
+
     def guard(self) -> bool:
         """Not used: this schedule checks nothing inside an epoch (``chunk_steps`` = 0)."""
         raise NotImplementedError("constant checks nothing inside an epoch")
@@ -304,20 +349,30 @@ class ConstantSchedule:
             setattr(self, k, v)
 
 
-def make_schedule(name: str, lr: float, up: float = 2 ** (1 / 5), down: float = 2 ** (1 / 10),
+# The α walk (factor after an accepted attempt, divisor after a rollback) by schedule.
+PAPER_WALK = (2 ** (1 / 5), 2 ** (1 / 10))
+DEFAULT_WALK = {"loss-based": PAPER_WALK, "loss-based-capped": PAPER_WALK,
+                "loss-based-fast": (2 ** (1 / 20), 2 ** (1 / 5)), "constant": PAPER_WALK}
+
+
+def make_schedule(name: str, lr: float, up: float | None = None, down: float | None = None,
                   alpha_min: float = 1e-50) -> Schedule:
     """Build a schedule by name; ``lr`` is α_0 for ``loss-based`` and η for ``constant``.
 
-    ``up``, ``down`` and ``alpha_min`` only concern the loss-based schedules.
+    ``up``, ``down`` and ``alpha_min`` only concern the loss-based schedules; None takes
+    the schedule's own walk (``DEFAULT_WALK``).
     """
     if not (lr > 0 and math.isfinite(lr)):
         raise UserError(f"the learning rate must be a positive number, not {lr}")
+    walk = DEFAULT_WALK.get(name, PAPER_WALK)
+    kw = {"alpha": lr, "up": walk[0] if up is None else up,
+          "down": walk[1] if down is None else down, "alpha_min": alpha_min}
     if name == "loss-based":
-        return LossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
+        return LossBasedSchedule(**kw)
     if name == "loss-based-capped":
-        return CappedLossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
+        return CappedLossBasedSchedule(**kw)
     if name == "loss-based-fast":
-        return FastLossBasedSchedule(alpha=lr, up=up, down=down, alpha_min=alpha_min)
+        return FastLossBasedSchedule(**kw)
     if name == "constant":
         return ConstantSchedule(lr=lr)
     raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, not {name!r}")

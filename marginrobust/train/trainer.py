@@ -2,8 +2,8 @@
 
 No file I/O here: checkpoints, metric logs and progress bars are callbacks. The module is
 longer than the others (over 500 lines) because the epoch loop, its chunked variant for the
-in-epoch alarm of ``loss-based-fast`` and the exact reduction across ranks share one state,
-which splitting would have to pass around.
+in-epoch alarm and the extended attempts of ``loss-based-fast`` and the exact reduction
+across ranks share one state, which splitting would have to pass around.
 
 Started by a launcher (``torchrun``), every rank runs the same loop on a replica of the
 model (data parallelism): each global batch of the single-process order is split into
@@ -296,7 +296,8 @@ class Trainer:
             saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             steps, exploded = self._run_epoch()
             self.grad_evals += steps
-            if self._judge(start, steps, exploded, rollbacks, saved):
+            train = None if exploded else self._train_stats()
+            if self._judge(start, steps, train, rollbacks, saved):
                 return None
             rollbacks += 1
             reason = self._stop_after_rollback()
@@ -305,34 +306,48 @@ class Trainer:
 
     def _advance_guarded(self) -> str | None:
         """Attempt epochs until one is accepted, each run in guarded chunks
-        (:meth:`_run_guarded`) and judged whole by the paper's rule; a stop reason if
-        none can be. A stop inside an attempt leaves the run as the attempt found it."""
+        (:meth:`_run_guarded`), extended by further epochs while the schedule asks
+        (:meth:`Schedule.extend`, never past the ``epochs`` budget) and judged by the
+        schedule's rule; a stop reason if none can be. A stop inside an attempt leaves the
+        run as the attempt found it."""
         rollbacks = 0
         while True:
             attempt = (self._snapshot(), self.schedule.state_dict(),
                        self.generator.get_state())
-            reason, exploded, redone = self._run_guarded(attempt[0])
-            rollbacks += redone
-            if reason is not None:
-                self._restore_attempt(*attempt)
-                return reason
-            start = time.perf_counter()
-            if self._judge(start, self._epoch_steps(), exploded, rollbacks, attempt[0]):
+            epochs = 0
+            while True:
+                # A chunk redo goes back at most to the start of the epoch it is in.
+                here = (attempt[0] if epochs == 0 or self.schedule.guard_aborts
+                        else self._snapshot())
+                reason, exploded, redone = self._run_guarded(here)
+                rollbacks += redone
+                if reason is not None:
+                    self._restore_attempt(*attempt)
+                    return reason
+                epochs += 1
+                start = time.perf_counter()
+                train = None if exploded else self._train_stats()
+                if (train is None or self.epoch + epochs >= self.config.epochs
+                        or not self.schedule.extend(train["log10_mean_loss"] * LN10)):
+                    break
+                self._add_wall(start)
+            if self._judge(start, epochs * self._epoch_steps(), train, rollbacks,
+                           attempt[0], epochs):
                 return None
             rollbacks += 1
             reason = self._stop_after_rollback()
             if reason is not None:
                 return reason
 
-    def _judge(self, start: float, steps: int, exploded: bool, rollbacks: int,
-               saved: dict[str, torch.Tensor]) -> bool:
-        """The paper's rule on an epoch attempt of ``steps`` steps: accepted, the epoch's
-        record is measured and emitted (True); rejected, the parameters go back to
-        ``saved`` and the callbacks hear of the rollback (False)."""
-        train = None if exploded else self._train_stats()
+    def _judge(self, start: float, steps: int, train: dict[str, Any] | None,
+               rollbacks: int, saved: dict[str, torch.Tensor], epochs: int = 1) -> bool:
+        """The schedule's rule on an attempt of ``epochs`` epochs and ``steps`` steps whose
+        last epoch measured ``train`` (None: it exploded): accepted, the epoch's record is
+        measured and emitted (True); rejected, the parameters go back to ``saved`` and the
+        callbacks hear of the rollback (False)."""
         log_mean = None if train is None else train["log10_mean_loss"] * LN10
         if self.schedule.end_epoch(log_mean):
-            self.epoch += 1
+            self.epoch += epochs
             self.step += steps
             self.record = self.measure(rollbacks, train)
             self._add_wall(start)
@@ -341,7 +356,7 @@ class Trainer:
             return True
         self.model.load_state_dict(saved)
         self._add_wall(start)
-        why = "exploded" if exploded else "loss rose"
+        why = "exploded" if train is None else "loss rose"
         for cb in self.callbacks:
             cb.on_rollback(self, self.epoch + 1, why)
         return False
