@@ -25,6 +25,12 @@ def test_committed_board_regenerates_byte_for_byte(board: Path, tmp_path: Path) 
     marker = json.loads((board / MARKER).read_text(encoding="utf-8"))
     committed = sorted(marker["files"])
     assert committed, f"{board} lists no files"
+    # No orphans: besides its runs, its notes, its scripts and the marker, a board folder
+    # holds exactly what its generator listed.
+    present = sorted(p.relative_to(board).as_posix() for p in board.rglob("*")
+                     if p.is_file() and p.relative_to(board).parts[0] not in ("runs", "trajectory")
+                     and p.name not in ("NOTES.md", MARKER) and p.suffix != ".sh")
+    assert present == committed, sorted(set(present) ^ set(committed))
     copy = tmp_path / "board"
     shutil.copytree(board / "runs", copy / "runs")
     if (board / "NOTES.md").exists():
