@@ -271,16 +271,12 @@ class FastLossBasedSchedule(LossBasedSchedule):
         """Judge an attempt by its last epoch's mean loss (None: it exploded) against the
         last accepted one; True = accept. α rises by ``up`` only after an attempt
         accepted at its first epoch (and, with ``guard_holds``, no chunk redo)."""
-        ok = (log_mean_loss is not None and math.isfinite(log_mean_loss)
-              and log_mean_loss <= self.log_accepted)
-        if ok:
-            assert log_mean_loss is not None
-            self.log_frame = self.log_accepted = log_mean_loss
-            if not self.extended and not (self.guarded and self.guard_holds):
-                self.alpha *= self.up
-        else:
-            self.log_frame = self.log_accepted
-            self.alpha /= self.down
+        alpha, holds = self.alpha, self.extended or (self.guarded and self.guard_holds)
+        self.log_frame = self.log_accepted  # the paper's rule, against the bound
+        ok = super().end_epoch(log_mean_loss)
+        self.log_accepted = self.log_frame
+        if ok and holds:
+            self.alpha = alpha
         self.extended = self.guarded = 0
         return ok
 

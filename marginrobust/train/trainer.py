@@ -297,7 +297,7 @@ class Trainer:
             steps, exploded = self._run_epoch()
             self.grad_evals += steps
             train = None if exploded else self._train_stats()
-            if self._judge(start, steps, train, rollbacks, saved):
+            if self._judge(start, train, rollbacks, saved):
                 return None
             rollbacks += 1
             reason = self._stop_after_rollback()
@@ -331,24 +331,23 @@ class Trainer:
                         or not self.schedule.extend(train["log10_mean_loss"] * LN10)):
                     break
                 self._add_wall(start)
-            if self._judge(start, epochs * self._epoch_steps(), train, rollbacks,
-                           attempt[0], epochs):
+            if self._judge(start, train, rollbacks, attempt[0], epochs):
                 return None
             rollbacks += 1
             reason = self._stop_after_rollback()
             if reason is not None:
                 return reason
 
-    def _judge(self, start: float, steps: int, train: dict[str, Any] | None,
-               rollbacks: int, saved: dict[str, torch.Tensor], epochs: int = 1) -> bool:
-        """The schedule's rule on an attempt of ``epochs`` epochs and ``steps`` steps whose
-        last epoch measured ``train`` (None: it exploded): accepted, the epoch's record is
-        measured and emitted (True); rejected, the parameters go back to ``saved`` and the
+    def _judge(self, start: float, train: dict[str, Any] | None, rollbacks: int,
+               saved: dict[str, torch.Tensor], epochs: int = 1) -> bool:
+        """The schedule's rule on an attempt of ``epochs`` whole epochs whose last epoch
+        measured ``train`` (None: it exploded): accepted, the epoch's record is measured
+        and emitted (True); rejected, the parameters go back to ``saved`` and the
         callbacks hear of the rollback (False)."""
         log_mean = None if train is None else train["log10_mean_loss"] * LN10
         if self.schedule.end_epoch(log_mean):
             self.epoch += epochs
-            self.step += steps
+            self.step += epochs * self._epoch_steps()
             self.record = self.measure(rollbacks, train)
             self._add_wall(start)
             self.record["wall_s"] = self.wall_s
