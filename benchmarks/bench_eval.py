@@ -36,7 +36,7 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 from marginrobust import Evaluator, ThreatModel
-from marginrobust.evaluate.attacks import _L2FMN, LogitScaled, logit_scale
+from marginrobust.evaluate.attacks import LogitScaled, ProjectedL2FMN, logit_scale
 from marginrobust.precision import measurement_precision
 
 from .common import (
@@ -221,7 +221,7 @@ def _rows(quick: bool, n: int, device: str = "cpu", whole_batch: bool = False,
                                                                         epsilons=None)
                 if two_pass and found.any():
                     x_adv = x_adv.clone()
-                    x_adv[found] = _L2FMN(**FMN_OPTIONS)(
+                    x_adv[found] = ProjectedL2FMN(**FMN_OPTIONS)(
                         fmodel, x[found], y[found], epsilons=None,
                         starting_points=x_adv[found])[1]
             with torch.no_grad():

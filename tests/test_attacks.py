@@ -540,9 +540,9 @@ def _norms(delta: torch.Tensor, p: float) -> np.ndarray:
 
 
 def _fixed_l2_fmn():
-    from marginrobust.evaluate.attacks import _L2FMN
+    from marginrobust.evaluate.attacks import ProjectedL2FMN
 
-    return _L2FMN()
+    return ProjectedL2FMN()
 
 
 def test_points_a_warm_start_leaves_unbroken_are_attacked_again_from_scratch(digits,

@@ -91,3 +91,49 @@ def test_package_files_stay_small_or_say_why():
         if lines > 420:
             doc = ast.get_docstring(ast.parse(path.read_text())) or ""
             assert "lines" in doc.lower(), f"{path.name} has {lines} lines and no stated reason"
+
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _root(node: ast.expr) -> ast.expr:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node
+
+
+def _own_or_torch(node: ast.Attribute) -> bool:
+    """``self._x``, ``cls._x``, ``super()._x``, or torch's own (``nn.modules.x._Base``,
+    ``module._forward_hooks``): torch internals with no public name are allowed."""
+    root = _root(node.value)
+    if isinstance(root, ast.Name) and root.id in ("self", "cls", "torch", "nn"):
+        return True
+    if isinstance(root, ast.Call) and isinstance(root.func, ast.Name) and root.func.id == "super":
+        return True
+    return node.attr in ("_forward_hooks", "_forward_pre_hooks")
+
+
+def test_no_module_reaches_into_private_names():
+    """No ``from x import _name`` of another module's private function, class or constant
+    (importing a private module, such as ``models._timm``, is allowed), and no
+    ``obj._member`` but on ``self``, ``cls``, ``super()`` or torch's own objects."""
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE.parent)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                # The folder the import names: ``from . import _timm`` imports a module.
+                folder = path.parent.joinpath(*[".."] * (node.level - 1),
+                                              *(node.module or "").split(".")).resolve()
+                problems += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                             if _private(a.name) and not (folder / f"{a.name}.py").exists()]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "marginrobust"):
+                problems += [f"{where}:{node.lineno} imports {a.name}" for a in node.names
+                             if _private(a.name)]
+            elif (isinstance(node, ast.Attribute) and _private(node.attr)
+                  and not _own_or_torch(node)):
+                problems.append(f"{where}:{node.lineno} reads .{node.attr}")
+    assert not problems, "private names used across objects:\n" + "\n".join(problems)

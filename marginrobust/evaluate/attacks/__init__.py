@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from .base import Attack, AttackResult, FixedEpsilonAttack, MinimalNormAttack
 from .foolbox_attacks import (
-    _L2FMN,  # noqa: F401  (the benchmarks call foolbox's L2 FMN with its projection fixed)
     CE_LOGIT_SPREAD,
     DDN,
     FMN,
@@ -28,9 +27,10 @@ from .foolbox_attacks import (
     PGD_LOSSES,
     CarliniWagner,
     DeepFool,
+    ProjectedL2FMN,
 )
 from .scale import LogitScaled, logit_scale
 
 __all__ = ["CE_LOGIT_SPREAD", "DDN", "FMN", "PGD", "PGD_LOSSES", "Attack", "AttackResult",
            "CarliniWagner", "DeepFool", "FixedEpsilonAttack", "LogitScaled", "MinimalNormAttack",
-           "logit_scale"]
+           "ProjectedL2FMN", "logit_scale"]

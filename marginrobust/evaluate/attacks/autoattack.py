@@ -24,7 +24,7 @@ from torch import nn
 
 from ...errors import UserError
 from ...registry import register_attack
-from .base import FixedEpsilonAttack, _positive
+from .base import FixedEpsilonAttack, positive_option
 from .foolbox_attacks import CE_LOGIT_SPREAD
 
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -73,7 +73,7 @@ class AutoAttack(FixedEpsilonAttack):
             raise UserError(f"attacks_to_run needs version='custom', not {version!r}")
         self.version = version
         self.attacks_to_run = list(attacks_to_run) if attacks_to_run else None
-        self.logit_spread = _positive("logit_spread", logit_spread)
+        self.logit_spread = positive_option("logit_spread", logit_spread)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
             epsilon: float, seed: int) -> torch.Tensor:

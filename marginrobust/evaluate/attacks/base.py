@@ -94,7 +94,7 @@ class AttackResult:
 
 
 @dataclass
-class _Outcome:
+class AttackOutcome:
     """What a family's evaluation hands back to :meth:`Attack.__call__`."""
 
     robust: np.ndarray
@@ -197,14 +197,14 @@ class Attack(ABC):
     logit_spread: float = 1.0
 
     def __init__(self, batch_size: int = 256) -> None:
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = positive_int_option("batch_size", batch_size)
 
     @torch.no_grad()
     def attacked_model(self, model: nn.Module, x: torch.Tensor) -> LogitScaled:
         """The model this attack attacks on inputs ``x``: ``model`` with its logits rescaled
         to a median spread of ``logit_spread`` over ``x`` (this puts ``model`` in eval
         mode; :meth:`__call__` restores the mode it had)."""
-        scale = logit_scale(model, x, self.batch_size) / _positive("logit_spread",
+        scale = logit_scale(model, x, self.batch_size) / positive_option("logit_spread",
                                                                    self.logit_spread)
         return LogitScaled(model, scale).eval()
 
@@ -254,7 +254,7 @@ class Attack(ABC):
     @abstractmethod
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   correct: torch.Tensor, threat: ThreatModel, seed: int,
-                  starts: torch.Tensor | None) -> _Outcome:
+                  starts: torch.Tensor | None) -> AttackOutcome:
         """The family's evaluation of the clean-correct points."""
 
     def _batches(self, correct: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -293,7 +293,7 @@ class FixedEpsilonAttack(Attack):
 
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   correct: torch.Tensor, threat: ThreatModel, seed: int,
-                  starts: torch.Tensor | None) -> _Outcome:
+                  starts: torch.Tensor | None) -> AttackOutcome:
         robust = correct.unsqueeze(0).repeat(len(threat.epsilons), 1)
         over_budget = 0
         for idx in self._batches(correct):
@@ -307,7 +307,7 @@ class FixedEpsilonAttack(Attack):
         if over_budget:
             warnings.warn(f"attack {self.name!r} returned {over_budget} adversarial points "
                           "outside the budget; they were not counted", stacklevel=3)
-        return _Outcome(robust.cpu().numpy())
+        return AttackOutcome(robust.cpu().numpy())
 
 
 class MinimalNormAttack(Attack):
@@ -342,7 +342,7 @@ class MinimalNormAttack(Attack):
 
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   correct: torch.Tensor, threat: ThreatModel, seed: int,
-                  starts: torch.Tensor | None) -> _Outcome:
+                  starts: torch.Tensor | None) -> AttackOutcome:
         distances = torch.zeros(len(x), dtype=torch.float64, device=x.device)
         adversarials = torch.full_like(x, float("nan"))
         n_warm = 0
@@ -377,17 +377,21 @@ class MinimalNormAttack(Attack):
             adversarials[idx[adv]] = x_adv[adv]
         dist = distances.cpu().numpy()
         robust = np.stack([dist > eps for eps in threat.epsilons])
-        return _Outcome(robust, dist, adversarials.cpu().numpy(), n_warm)
+        return AttackOutcome(robust, dist, adversarials.cpu().numpy(), n_warm)
 
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int_option(name: str, value: Any) -> int:
+    """``value`` as an int, or a :class:`UserError` naming option ``name`` unless it is a
+    positive integer."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise UserError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _positive(name: str, value: Any) -> float:
+def positive_option(name: str, value: Any) -> float:
+    """``value`` as a float, or a :class:`UserError` naming option ``name`` unless it is a
+    finite positive number."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
             or not (np.isfinite(value) and value > 0):
         raise UserError(f"{name} must be a positive number, got {value!r}")

@@ -22,11 +22,11 @@ from ...margins import per_example_margins
 from ...registry import register_attack
 from ..threats import ThreatModel
 from .base import (
+    AttackOutcome,
     FixedEpsilonAttack,
     MinimalNormAttack,
-    _Outcome,
-    _positive,
-    _positive_int,
+    positive_int_option,
+    positive_option,
 )
 
 # Median logit spread of the attacks that follow a cross-entropy gradient. The spread is
@@ -117,7 +117,7 @@ class PGD(FixedEpsilonAttack):
                  logit_spread: float = CE_LOGIT_SPREAD, batch_size: int = 256) -> None:
         super().__init__(batch_size)
         if steps is not None:
-            _positive_int("steps", steps)
+            positive_int_option("steps", steps)
         self.options = _options(steps=steps, rel_stepsize=rel_stepsize,
                                 random_start=bool(random_start))
         losses = tuple(losses)
@@ -126,7 +126,7 @@ class PGD(FixedEpsilonAttack):
             raise UserError(f"pgd losses must be distinct names among "
                             f"{', '.join(PGD_LOSSES)}, got {list(losses)}")
         self.losses = losses
-        self.logit_spread = _positive("logit_spread", logit_spread)
+        self.logit_spread = positive_option("logit_spread", logit_spread)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
             epsilon: float, seed: int) -> torch.Tensor:
@@ -148,7 +148,7 @@ class PGD(FixedEpsilonAttack):
         return best
 
 
-class _L2FMN(fb.attacks.L2FMNAttack):
+class ProjectedL2FMN(fb.attacks.L2FMNAttack):
     """foolbox's L2 FMN with its projection fixed.
 
     foolbox 3.3.4 computes the projection factor as ``min(1, norms / norms)`` = 1, so the
@@ -168,7 +168,7 @@ class FMN(MinimalNormAttack):
     """Fast Minimum Norm attack (Pintor et al., 2021): foolbox ``LInfFMNAttack`` /
     ``L2FMNAttack`` with ``epsilons=None``.
 
-    For L2, foolbox's attack never projects (see ``_L2FMN``): it stops at the first
+    For L2, foolbox's attack never projects (see ``ProjectedL2FMN``): it stops at the first
     boundary crossings of its normalised-gradient path, typically far from minimal. The
     fixed attack alone does not do better on piecewise-linear nets: its first linear
     estimate of the boundary is exact there, so it lands on the boundary and stays on its
@@ -200,8 +200,9 @@ class FMN(MinimalNormAttack):
                  min_stepsize: float | None = None, gamma: float = 0.05,
                  batch_size: int = 256) -> None:
         super().__init__(batch_size)
-        self.options = _options(steps=_positive_int("steps", steps), max_stepsize=max_stepsize,
-                                min_stepsize=min_stepsize, gamma=gamma)
+        self.options = _options(steps=positive_int_option("steps", steps),
+                                max_stepsize=max_stepsize, min_stepsize=min_stepsize,
+                                gamma=gamma)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
             seed: int) -> torch.Tensor:
@@ -211,7 +212,7 @@ class FMN(MinimalNormAttack):
         x1, _, found = fb.attacks.L2FMNAttack(**self.options)(fmodel, x, y, epsilons=None)
         if not found.any():
             return x1
-        refine = _L2FMN(**self.options)
+        refine = ProjectedL2FMN(**self.options)
         try:
             x2 = refine(fmodel, x[found], y[found], epsilons=None,
                         starting_points=ep.astensor(x1[found]))[1]
@@ -225,7 +226,7 @@ class FMN(MinimalNormAttack):
 
     def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   correct: torch.Tensor, threat: ThreatModel, seed: int,
-                  starts: torch.Tensor | None) -> _Outcome:
+                  starts: torch.Tensor | None) -> AttackOutcome:
         """The evaluation of the base class; with starting points, the clean-correct points
         it leaves without an adversarial example are attacked again without them.
 
@@ -261,7 +262,7 @@ class FMN(MinimalNormAttack):
         For L2 this replaces both runs of :meth:`run` by one.
         """
         fmodel = _fmodel(model, x)
-        attack = fb.attacks.LInfFMNAttack if norm == "Linf" else _L2FMN
+        attack = fb.attacks.LInfFMNAttack if norm == "Linf" else ProjectedL2FMN
         try:
             return attack(**self.options)(fmodel, x, y, epsilons=None,
                                           starting_points=ep.astensor(starting_points))[1]
@@ -298,9 +299,9 @@ class DDN(MinimalNormAttack):
     def __init__(self, steps: int = 100, init_epsilon: float = 1.0, gamma: float = 0.05,
                  logit_spread: float = CE_LOGIT_SPREAD, batch_size: int = 256) -> None:
         super().__init__(batch_size)
-        self.options = {"steps": _positive_int("steps", steps),
+        self.options = {"steps": positive_int_option("steps", steps),
                         "init_epsilon": init_epsilon, "gamma": gamma}
-        self.logit_spread = _positive("logit_spread", logit_spread)
+        self.logit_spread = positive_option("logit_spread", logit_spread)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
             seed: int) -> torch.Tensor:
@@ -335,9 +336,9 @@ class DeepFool(MinimalNormAttack):
         super().__init__(batch_size)
         if loss not in ("logits", "crossentropy"):
             raise UserError(f"deepfool loss must be 'logits' or 'crossentropy', got {loss!r}")
-        if _positive_int("candidates", candidates) < 2:
+        if positive_int_option("candidates", candidates) < 2:
             raise UserError("deepfool needs candidates >= 2 (the true class and one other)")
-        self.options = {"steps": _positive_int("steps", steps),
+        self.options = {"steps": positive_int_option("steps", steps),
                         "candidates": int(candidates),
                         "overshoot": overshoot, "loss": loss}
 
@@ -376,8 +377,8 @@ class CarliniWagner(MinimalNormAttack):
                  confidence: float = 0.0, initial_const: float = 0.1, abort_early: bool = True,
                  batch_size: int = 256) -> None:
         super().__init__(batch_size)
-        self.options = {"steps": _positive_int("steps", steps),
-                        "binary_search_steps": _positive_int("binary_search_steps",
+        self.options = {"steps": positive_int_option("steps", steps),
+                        "binary_search_steps": positive_int_option("binary_search_steps",
                                                              binary_search_steps),
                         "stepsize": stepsize, "confidence": confidence,
                         "initial_const": initial_const, "abort_early": bool(abort_early)}

@@ -87,8 +87,10 @@ def _min_ratio(margins: torch.Tensor, y: torch.Tensor, denom: torch.Tensor) -> t
     return ratio.scatter(1, y[:, None], math.inf).min(dim=1).values
 
 
-def _labels(y: torch.Tensor | np.ndarray | Sequence[int], n: int, classes: int,
-            device: torch.device) -> torch.Tensor:
+def label_tensor(y: torch.Tensor | np.ndarray | Sequence[int], n: int, classes: int,
+                 device: torch.device) -> torch.Tensor:
+    """``y`` as a long tensor of ``n`` labels on ``device``, each checked to be in
+    ``[0, classes)`` (one clear sentence otherwise)."""
     y = torch.as_tensor(y, device=device).long().reshape(-1)
     if y.numel() != n:
         raise UserError(f"got {n} inputs but {y.numel()} labels")
@@ -152,7 +154,7 @@ def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | np.ndar
 
     device = w_head.device
     x = x.to(device)
-    y = _labels(y, x.shape[0], classes, device)
+    y = label_tensor(y, x.shape[0], classes, device)
     l2, linf, correct, margin = [], [], [], []
     for start in range(0, x.shape[0], batch_size):
         h = x[start:start + batch_size].to(torch.float64)
@@ -226,7 +228,7 @@ def _label_batches(chain: Chain, x: torch.Tensor, y: torch.Tensor | np.ndarray |
     """(start, labels of the batch) per batch of ``batch_size`` points, labels checked."""
     w_head = chain.ops[chain.head].weight
     assert w_head is not None
-    labels = _labels(y, x.shape[0], w_head.shape[0], w_head.device)
+    labels = label_tensor(y, x.shape[0], w_head.shape[0], w_head.device)
     return [(start, labels[start:start + batch_size])
             for start in range(0, x.shape[0], batch_size)]
 

@@ -44,7 +44,7 @@ from .crown import (
     crown_margins,
     get_chain,
 )
-from .lipschitz_ibp import _labels, ibp_margins
+from .lipschitz_ibp import ibp_margins, label_tensor
 from .ops import Chain
 
 __all__ = ["METHODS", "certified_radii", "margin_lower_bounds"]
@@ -107,7 +107,7 @@ def margin_lower_bounds(model: nn.Module | Chain, x: torch.Tensor,
     chain = get_chain(model, x.shape[1:])
     w = chain.ops[chain.head].weight
     assert w is not None
-    labels = _labels(y, x.shape[0], w.shape[0], w.device)
+    labels = label_tensor(y, x.shape[0], w.shape[0], w.device)
     eps_t = torch.as_tensor(eps, dtype=torch.float64, device=w.device)
     eps_t = eps_t.expand(x.shape[0]) if eps_t.dim() == 0 else eps_t.reshape(-1)
     x = x.to(w.device)
@@ -181,7 +181,7 @@ def certified_radii(model: nn.Module | Chain, x: torch.Tensor,
     assert w is not None
     device = w.device
     n = x.shape[0]
-    labels = _labels(y, n, w.shape[0], device)
+    labels = label_tensor(y, n, w.shape[0], device)
     x = x.to(device=device, dtype=torch.float64)
     if max_radius is None:
         if input_bounds is None:
