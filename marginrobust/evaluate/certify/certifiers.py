@@ -60,7 +60,7 @@ CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 DEFAULT_CERTIFIERS = ("lipschitz", "ibp", "crown", "exact")
 # In the default set CROWN runs where it is cheap: at most this many multiply-adds per
 # point and bound (crown.crown_cost, an upper estimate) on the device. On the CPU
-# 1e7 admits MLPs such as 64-32-10 (3e4) and a conv-ReLU-linear net of 1,024 units (8e5),
+# 1e7 admits MLPs such as 64-64-32-10 (3e4) and a conv-ReLU-linear net of 1,024 units (8e5),
 # and leaves out the CPU bench's digits CNN at width 0.5 (3e8: 0.2 to 0.5 s per point and
 # norm on one core, tens of times its attacks). The cuda figure assumes a GPU 1000 times
 # faster and is not measured.
