@@ -13,8 +13,8 @@ from torch import nn
 
 import marginrobust.evaluate.run as run_module
 from marginrobust import MarginTracker, RunSpec, ThreatModel, TrainConfig, load_dataset, train_run
+from marginrobust.evaluate.attack_options import is_minimal_norm
 from marginrobust.evaluate.attacks import FMN, PGD, MinimalNormAttack
-from marginrobust.evaluate.configs import is_minimal_norm
 from marginrobust.evaluate.engine import Evaluator, PriorResults, UnitRequest
 from marginrobust.evaluate.points import select_indices, select_points
 from marginrobust.evaluate.run import evaluate_run

@@ -40,3 +40,32 @@ def test_readme_api_examples_run_as_written(tmp_path):
     assert "Traceback" not in out.stderr
     # The plain module was certified, not skipped.
     assert "lipschitz and ibp skipped: 0" in out.stdout
+
+
+def _layout_modules() -> list[str]:
+    """The module paths the README's Layout tree names (``evaluate/attacks/base.py``)."""
+    text = README.read_text()
+    section = text[text.index("## Layout"):]
+    tree = re.search(r"```text\n(.*?)```", section, flags=re.S).group(1)
+    paths: list[str] = []
+    folders: list[str] = []
+    for line in tree.splitlines()[1:]:  # below "marginrobust/"
+        indent = (len(line) - len(line.lstrip(" "))) // 2 - 1
+        name = line.split()[0]
+        folders = folders[:indent]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            paths.append("/".join([*folders, name]))
+    return paths
+
+
+def test_readme_layout_lists_every_module_once():
+    package = README.parent / "marginrobust"
+    modules = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                     if p.name != "__init__.py" or p.parent == package)
+    listed = _layout_modules()
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(listed) == modules, (
+        f"README Layout: missing {sorted(set(modules) - set(listed))}, "
+        f"gone {sorted(set(listed) - set(modules))}")

@@ -35,8 +35,8 @@ from marginrobust.registry import ATTACKS
 from marginrobust.report.board import write_leaderboard
 from marginrobust.report.columns import INTEGER_COLUMNS, STRING_COLUMNS, eps_labels
 from marginrobust.report.compare import compare, compare_plot, format_compare
+from marginrobust.report.correlations import link_statistics
 from marginrobust.report.guard import MARKER
-from marginrobust.report.links import link_statistics
 from marginrobust.report.loader import (
     load_all_distances,
     load_distances,

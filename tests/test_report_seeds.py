@@ -27,12 +27,12 @@ from scipy import stats as sps
 
 from marginrobust.evaluate.store import ArrayKey
 from marginrobust.report.board import write_leaderboard
-from marginrobust.report.compute import matched_table
-from marginrobust.report.configs import run_configs
 from marginrobust.report.labels import group_titles
 from marginrobust.report.loader import load_all_distances, load_runs
+from marginrobust.report.matched import matched_table
 from marginrobust.report.plots import first_last_curves
 from marginrobust.report.publish import update_leaderboard
+from marginrobust.report.run_groups import run_configs
 from marginrobust.report.seeds import seed_table
 from marginrobust.report.tables import leaderboard_frame
 

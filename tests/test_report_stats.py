@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from marginrobust.report.compute import interpolate
 from marginrobust.report.markup import markdown_html
+from marginrobust.report.matched import interpolate
 from marginrobust.report.pooled import conclusion, pooled_table
 from marginrobust.report.stats import (
     BOOTSTRAP_RESAMPLES,

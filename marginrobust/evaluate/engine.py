@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..io import resolve_device
 from ..precision import measurement_precision
 from ..registry import ATTACKS
+from .attack_options import attack_config, is_minimal_norm, worst_config
 from .attacks import Attack
 from .attacks import autoattack as _autoattack  # noqa: F401  (registers the attack)
 from .certify.certifiers import (
@@ -37,7 +38,6 @@ from .certify.certifiers import (
     record_keys,
     resolve_certifiers,
 )
-from .configs import attack_config, is_minimal_norm, worst_config
 from .consistency import consistency_flags
 from .points import select_points
 from .store import EvalRecord, RecordKey, records_frame

@@ -12,13 +12,14 @@ readers; never ``cli`` or the pipeline):
 * :mod:`.series` — the lines of a figure: per run and evaluation setting;
 * :mod:`.intervals` — the 95 % intervals of the leaderboard's figures;
 * :mod:`.tables` — records and metrics → the leaderboard frame and the settings table;
-* :mod:`.configs` — which runs are seeds of one configuration, or differ in the schedule;
+* :mod:`.run_groups` — which runs are seeds of one configuration, or differ in the schedule;
 * :mod:`.seeds` — means and intervals across seeds;
 * :mod:`.pooled` — the pooled fit separating the margin from training time;
-* :mod:`.links` — Spearman's ρ between the normalized margin and robustness;
+* :mod:`.correlations` — Spearman's ρ between the normalized margin and robustness;
+* :mod:`.depth` — the deep trajectories: depth table, figures and board section;
 * :mod:`.certified` — certified accuracy and radius per certifier (a long table), its
   margin link and board section;
-* :mod:`.compute` — schedules compared at equal gradient evaluations and epochs;
+* :mod:`.matched` — schedules compared at equal gradient evaluations and epochs;
 * :mod:`.labels` — titles that say what the data are;
 * :mod:`.plot_base`, :mod:`.plots_seeds`, :mod:`.plots` — figures, drawn from data they
   receive;
@@ -40,14 +41,14 @@ from typing import Any
 
 _NAMES = {
     "leaderboard_frame": "tables", "build_tables": "tables", "eps_labels": "columns",
-    "link_statistics": "links", "spearman": "links", "load_runs": "loader",
+    "link_statistics": "correlations", "spearman": "correlations", "load_runs": "loader",
     "load_distances": "loader", "write_plots": "plots", "write_leaderboard": "board",
     "check_board_folder": "guard", "compare": "compare", "format_compare": "compare",
     "compare_plot": "compare", "publish": "publish", "update_leaderboard": "publish",
     "format_value": "formatting", "json_records": "formatting", "json_value": "formatting",
     "minimal_norm_methods": "methods", "with_intervals": "intervals",
-    "seed_table": "seeds", "matched_table": "compute", "pooled_table": "pooled",
-    "spearman_test": "stats", "wilson_interval": "stats", "run_configs": "configs",
+    "seed_table": "seeds", "matched_table": "matched", "pooled_table": "pooled",
+    "spearman_test": "stats", "wilson_interval": "stats", "run_configs": "run_groups",
 }
 
 __all__ = sorted(_NAMES)

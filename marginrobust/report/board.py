@@ -19,19 +19,19 @@ from ..io import atomic_write_text
 from .attack_sets import setting_texts
 from .certified import certified_links, certified_section, certified_table
 from .columns import slug
-from .compute import matched_table
-from .configs import RunConfig, run_configs
+from .correlations import link_statistics
 from .depth import deep_runs, depth_plot, depth_section, depth_seeds_plot, depth_table
 from .formatting import json_records
 from .guard import PLOTS_DIR, check_board_folder, finish_board
 from .intervals import with_intervals
 from .labels import group_titles
-from .links import link_statistics
 from .loader import load_all_distances, load_all_radii, load_runs
+from .matched import matched_table
 from .methods import minimal_norm_methods
 from .plots import write_plots
 from .pooled import pooled_table
 from .render import Section, group_sections, html_page, links_section, markdown, settings_section
+from .run_groups import RunConfig, run_configs
 from .sections import figure_sections, statistics_section
 from .seeds import seed_table
 from .tables import build_tables
@@ -100,9 +100,9 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     integers; ``run_dir`` relative to ``out_dir``; 95 % intervals in ``_lo`` / ``_hi``
     columns, :mod:`~marginrobust.report.intervals`), ``leaderboard.json`` (records, strict
     JSON: missing and infinite numbers are null), ``links.csv``
-    (:func:`~marginrobust.report.links.link_statistics`), ``seeds.csv`` (means across seeds,
+    (:func:`~marginrobust.report.correlations.link_statistics`), ``seeds.csv`` (means across seeds,
     :mod:`~marginrobust.report.seeds`), ``matched.csv`` (schedules at equal compute,
-    :mod:`~marginrobust.report.compute`), ``pooled.csv`` (margin against training time,
+    :mod:`~marginrobust.report.matched`), ``pooled.csv`` (margin against training time,
     :mod:`~marginrobust.report.pooled`), ``depth.csv`` (runs trained below 10^-100, per
     checkpoint against the depth of the loss, :mod:`~marginrobust.report.depth`; a figure
     each), ``certified.csv`` and ``certified_links.csv`` (certified accuracy and radius per

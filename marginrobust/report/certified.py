@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from .columns import bounds, fitted, split_rank
-from .links import margin_link
+from .correlations import margin_link
 from .loader import RunData
 from .render import Section, Table
 from .stats import wilson_interval

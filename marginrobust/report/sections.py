@@ -13,7 +13,7 @@ import pandas as pd
 
 from .attack_sets import column_notes
 from .columns import MEDIAN_PREFIX, SETTINGS, headline_columns, is_bound
-from .compute import matched_summary
+from .matched import matched_summary
 from .pooled import COLLINEAR, MIN_POINTS
 from .render import Section, Table, view
 from .seeds import KEYS as SEED_KEYS
@@ -53,7 +53,7 @@ def matched_section(matched: pd.DataFrame) -> Section:
     """Schedules compared at equal gradient evaluations and at equal epochs.
 
     Args:
-        matched: :func:`marginrobust.report.compute.matched_table`.
+        matched: :func:`marginrobust.report.matched.matched_table`.
     """
     summary = matched_summary(matched, headline_columns(matched["quantity"].unique()))
     note = ("For each pair of runs that differ only in their schedule (same dataset, model, "

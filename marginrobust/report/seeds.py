@@ -1,6 +1,6 @@
 """Several seeds of one configuration: mean and 95 % t-interval per checkpoint position.
 
-Runs that are seeds of one configuration (:mod:`marginrobust.report.configs`) and were
+Runs that are seeds of one configuration (:mod:`marginrobust.report.run_groups`) and were
 evaluated with the same setting (``n``, ``seed``, ``settings``) are aggregated. Checkpoints
 are aligned **by nearest gradient-evaluation count**: the seed with the most evaluated
 checkpoints sets the positions, and each checkpoint of another seed joins the position
@@ -26,8 +26,8 @@ from .columns import (
     bounds,
     is_bound,
 )
-from .configs import RunConfig
 from .intervals import is_accuracy
+from .run_groups import RunConfig
 from .stats import t_interval
 
 TRAJECTORY_METRICS = ("log10_loss", "train_acc", "test_acc", "normalized_margin",

@@ -2,7 +2,7 @@
 
 A loss-based epoch can cost several times the gradient evaluations of a constant-rate one
 (rolled-back epochs count), so comparing runs at equal epochs compares unequal compute.
-For each **schedule pair** (:mod:`marginrobust.report.configs`: same dataset, model,
+For each **schedule pair** (:mod:`marginrobust.report.run_groups`: same dataset, model,
 options, data and seed, different schedule), each run in turn is the anchor: at each of its
 evaluated checkpoints, the other run's values are interpolated at the same gradient
 evaluation count (``match = grad_evals``) and at the same epoch (``match = epoch``):
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import SETTINGS
-from .configs import RunConfig
+from .run_groups import RunConfig
 from .seeds import figure_columns
 
 MATCHES = ("grad_evals", "epoch")
