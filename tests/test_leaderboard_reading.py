@@ -119,12 +119,20 @@ def _robust_columns(board: pd.DataFrame) -> list[str]:
 
 
 def seed_claims() -> dict[str, str]:
-    """Phrases comparing the deep seeds at their last checkpoints (same points, same depth)."""
+    """Phrases comparing the deep seeds of each dataset at their last checkpoints (same
+    points, same depth), keyed ``digits / final margins``; datasets with one run give none."""
     depth = _csv(TRAJECTORY, "depth.csv").sort_values("epoch")
     board = _csv(TRAJECTORY, "leaderboard.csv")
-    last = depth.groupby("run").tail(1).sort_values("run")
-    if len(last) < 2:
-        return {}
+    datasets = board.drop_duplicates("run").set_index("run")["dataset"]
+    out: dict[str, str] = {}
+    for dataset, runs in datasets.groupby(datasets):
+        last = depth[depth["run"].isin(runs.index)].groupby("run").tail(1).sort_values("run")
+        if len(last) >= 2:
+            out.update({f"{dataset} / {k}": v for k, v in _seed_claims(last, board).items()})
+    return out
+
+
+def _seed_claims(last: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
     margins = last["normalized_margin"].to_numpy()
     out = {"seeds": f"{len(last)} seeds",
            "final margins": ("γ̄ = " + " and ".join(f"{m:.4g}" for m in margins)
@@ -166,7 +174,7 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
                       "lowered γ̃"),
         "largest decrease": f"by at most {depth['largest_decrease'].max():.2g} of its value",
     }
-    for decades in (50, 400):
+    for decades in (d for d in (50, 400) if last["log10_loss"] <= -d):
         row = depth.iloc[(depth["log10_loss"] + decades).abs().argsort().iloc[0]]
         out[f"gap at {decades}"] = (f"{row['relative_gap']:.2%} at log10 𝓛 = "
                                     f"{row['log10_loss']:.0f}")
@@ -193,6 +201,7 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
         inside &= ends
         outside += [] if ends else [col]
         overlap &= bool(a[col + "_lo"] <= b[col + "_hi"] and b[col + "_lo"] <= a[col + "_hi"])
+    out.update(_late_claims(evaluated))
     if changes["aa"] and changes["median_dist"]:
         aa, dist = sorted(changes["aa"]), sorted(changes["median_dist"])
         out["changes"] = (f"the robust accuracies changed by {aa[0]:+.3f} to {aa[-1]:+.3f} and "
@@ -204,6 +213,30 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _late_claims(evaluated: pd.DataFrame) -> dict[str, str]:
+    """From the first evaluated checkpoint 25 decades or more below 1 to the last: how much
+    γ̄ grew and how the robustness figures moved (the late part of the trajectory)."""
+    late = evaluated[evaluated["log10_loss"] <= -25].sort_values("epoch")
+    if late["epoch"].nunique() < 2:
+        return {}
+    first, last = late.iloc[0], late.iloc[-1]
+    aa, dist = [], []
+    for col in _robust_columns(late):
+        rows = late[late[col].notna()]
+        if rows["epoch"].nunique() < 2:
+            continue
+        a, b = rows.iloc[0][col], rows.iloc[-1][col]
+        if col.startswith("aa_"):
+            aa.append(b - a)
+        else:
+            dist.append(100 * (b / a - 1))
+    growth = last["normalized_margin"] / first["normalized_margin"]
+    return {"late": (f"from log10 𝓛 = {first['log10_loss']:.0f} (epoch {int(first['epoch']):,}) "
+                     f"to the end, γ̄ grew {growth:.1f}-fold while the robust accuracies "
+                     f"changed by {min(aa):+.3f} to {max(aa):+.3f} and the median distances "
+                     f"by {min(dist):+.1f} % to {max(dist):+.1f} %")}
+
+
 # Which claims each document must quote: (claim maker, name pattern) per document.
 QUOTED = {
     BOARD / "NOTES.md": [(grid_claims, r".*")],
@@ -211,7 +244,9 @@ QUOTED = {
     ROOT / "README.md": [
         (trajectory_claims, r"^digits-cnn-deep-s[01] / (depth|margin|growth|decreases"
                             r"|largest decrease|gap at end|aa_.*L2.*)$"),
-        (seed_claims, r"^final (margins|robustness)$"),
+        (trajectory_claims, r"^fashion-cnn-deep-s0 / (depth|margin|growth|late"
+                            r"|aa_test_L2_1)$"),
+        (seed_claims, r"^digits / final (margins|robustness)$"),
         (grid_claims, r"^.* / matched margin ratio$")],
 }
 
