@@ -47,7 +47,8 @@ EPS_LINF = 0.06
 EPS_L2 = 0.25
 RADIUS_TOL = 1e-3
 TABLE_KEY = "certify_tightness"
-# The issue's model (64 inputs, 32 hidden ReLUs, 10 logits) and a deeper one (96 ReLUs).
+# The model the tightness targets are set on (64 inputs, 32 hidden ReLUs, 10 logits), and
+# a deeper one (96 ReLUs) whose gap is kept on record.
 SHALLOW = (32,)
 DEEP = (64, 32)
 PREFIX = "certify tightness"
@@ -128,7 +129,7 @@ def mlp_table(n: int, exact_limit: float, widths: tuple[int, ...],
         n: Points (the first correctly classified test points).
         exact_limit: The MILP's seconds per point.
         widths: Hidden widths.
-        targets: Whether the issue's targets apply (else the rows are information).
+        targets: Whether the tightness targets apply (else the rows are information).
     """
     model, data = _trained("mlp", 300, widths=widths)
     x, y = _correct(model, data, n)
