@@ -29,11 +29,8 @@ import torch
 from torch import nn
 
 from marginrobust import create_model
-from marginrobust.evaluate.certify.lipschitz_ibp import (
-    ibp_certified,
-    lipschitz_radii,
-    operator_norm_bounds,
-)
+from marginrobust.evaluate.certify.lipschitz_ibp import ibp_certified, lipschitz_radii
+from marginrobust.evaluate.certify.operator_norms import operator_norm_bounds
 from marginrobust.precision import measurement_precision
 
 from . import certify_tightness

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from marginrobust.errors import UserError
-from marginrobust.evaluate.certify.lipschitz_ibp import (
+from marginrobust.evaluate.certify import (
     NotCertifiable,
     certified_accuracy,
     certify_reason,

@@ -194,8 +194,8 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
         out[f"{col}"] = (f"{col} {iv(a[col], a[col + '_lo'], a[col + '_hi'])} at epoch "
                          f"{int(a['epoch']):,} and {iv(b[col], b[col + '_lo'], b[col + '_hi'])}"
                          f" at epoch {int(b['epoch']):,}")
-        kind = "aa" if col.startswith("aa_") else "median_dist"
-        changes[kind].append(b[col] - a[col] if kind == "aa" else 100 * (b[col] / a[col] - 1))
+        kind, change = _change(col, a[col], b[col])
+        changes[kind].append(change)
         ends = bool(a[col + "_lo"] <= b[col] <= a[col + "_hi"]
                     and b[col + "_lo"] <= a[col] <= b[col + "_hi"])
         inside &= ends
@@ -203,9 +203,7 @@ def _run_claims(depth: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
         overlap &= bool(a[col + "_lo"] <= b[col + "_hi"] and b[col + "_lo"] <= a[col + "_hi"])
     out.update(_late_claims(evaluated))
     if changes["aa"] and changes["median_dist"]:
-        aa, dist = sorted(changes["aa"]), sorted(changes["median_dist"])
-        out["changes"] = (f"the robust accuracies changed by {aa[0]:+.3f} to {aa[-1]:+.3f} and "
-                          f"the median distances by {dist[0]:+.1f} % to {dist[-1]:+.1f} %")
+        out["changes"] = _changes_text(changes)
         out["inside"] = ("each end inside the other's interval" if inside else
                          "outside the other's interval: " + ", ".join(outside))
         out["overlap"] = ("the two intervals of every figure overlap" if overlap else
@@ -220,21 +218,28 @@ def _late_claims(evaluated: pd.DataFrame) -> dict[str, str]:
     if late["epoch"].nunique() < 2:
         return {}
     first, last = late.iloc[0], late.iloc[-1]
-    aa, dist = [], []
+    changes: dict[str, list[float]] = {"aa": [], "median_dist": []}
     for col in _robust_columns(late):
         rows = late[late[col].notna()]
         if rows["epoch"].nunique() < 2:
             continue
-        a, b = rows.iloc[0][col], rows.iloc[-1][col]
-        if col.startswith("aa_"):
-            aa.append(b - a)
-        else:
-            dist.append(100 * (b / a - 1))
+        kind, change = _change(col, rows.iloc[0][col], rows.iloc[-1][col])
+        changes[kind].append(change)
     growth = last["normalized_margin"] / first["normalized_margin"]
     return {"late": (f"from log10 𝓛 = {first['log10_loss']:.0f} (epoch {int(first['epoch']):,}) "
-                     f"to the end, γ̄ grew {growth:.1f}-fold while the robust accuracies "
-                     f"changed by {min(aa):+.3f} to {max(aa):+.3f} and the median distances "
-                     f"by {min(dist):+.1f} % to {max(dist):+.1f} %")}
+                     f"to the end, γ̄ grew {growth:.1f}-fold while {_changes_text(changes)}")}
+
+
+def _change(col: str, a: float, b: float) -> tuple[str, float]:
+    """How a robustness figure moved from ``a`` to ``b``: ``("aa", b - a)`` for an accuracy,
+    ``("median_dist", per cent)`` for a median distance."""
+    return ("aa", b - a) if col.startswith("aa_") else ("median_dist", 100 * (b / a - 1))
+
+
+def _changes_text(changes: dict[str, list[float]]) -> str:
+    aa, dist = sorted(changes["aa"]), sorted(changes["median_dist"])
+    return (f"the robust accuracies changed by {aa[0]:+.3f} to {aa[-1]:+.3f} and "
+            f"the median distances by {dist[0]:+.1f} % to {dist[-1]:+.1f} %")
 
 
 # Which claims each document must quote: (claim maker, name pattern) per document.

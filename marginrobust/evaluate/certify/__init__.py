@@ -17,19 +17,15 @@ The names below are the package's public interface; the exact verifier is import
 from __future__ import annotations
 
 from .lipschitz_ibp import (
-    NORM_SLACK,
-    LayerBound,
-    NotCertifiable,
     RadiusResult,
     certified_accuracy,
-    certify_reason,
-    conv2d_norm_bound,
     ibp_certified,
     ibp_margins,
     lipschitz_radii,
-    operator_norm_bounds,
 )
+from .operator_norms import NORM_SLACK, LayerBound, conv2d_norm_bound, operator_norm_bounds
 from .radius import certified_radii, margin_lower_bounds
+from .tracing import NotCertifiable, certify_reason
 
 __all__ = ["NORM_SLACK", "LayerBound", "NotCertifiable", "RadiusResult", "certified_accuracy",
            "certified_radii", "certify_reason", "conv2d_norm_bound", "ibp_certified",

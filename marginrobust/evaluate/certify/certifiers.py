@@ -47,11 +47,11 @@ from ..consistency import certified_mask
 from ..store import NO_OPTIONS, ArrayKey, canonical_json
 from ..threats import NORMS, ThreatModel
 from ..unit import Unit
-from . import lipschitz_ibp as _certify
 from .crown import ALPHA_LR, ALPHA_STEPS, crown_cost
-from .lipschitz_ibp import NotCertifiable, certify_reason
+from .lipschitz_ibp import ibp_certified, lipschitz_radii
+from .operator_norms import operator_norm_bounds
 from .radius import certified_radii
-from .tracing import build_chain
+from .tracing import NotCertifiable, build_chain, certify_reason
 
 CERTIFIERS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 # alpha-CROWN is left out: 5 to 15 times CROWN's time for radii within 1 % of CROWN's on
@@ -172,7 +172,7 @@ class Certifier:
         # ρ in the key: the same module object trained further must get new bounds.
         key = (id(model), shape, param_norm(model))
         if self._bounds_key != key:
-            self._bounds_cache = _certify.operator_norm_bounds(model, shape)
+            self._bounds_cache = operator_norm_bounds(model, shape)
             self._bounds_key = key
         return self._bounds_cache
 
@@ -263,8 +263,7 @@ class Certifier:
         keys = {norm: self._radius_key(unit, "lipschitz", norm) for norm in NORMS}
         if any(unit.get(k) is None for k in keys.values()):
             start = time.perf_counter()
-            res = _certify.lipschitz_radii(model, x, y,
-                                           bounds=self.bounds(model, tuple(x.shape[1:])))
+            res = lipschitz_radii(model, x, y, bounds=self.bounds(model, tuple(x.shape[1:])))
             unit.arrays[keys["L2"]], unit.arrays[keys["Linf"]] = res.l2, res.linf
             unit.arrays[self._seconds_key(unit, "lipschitz", None)] = np.array(
                 time.perf_counter() - start)
@@ -311,7 +310,7 @@ class Certifier:
             certified = np.zeros_like(clean)
             idx = np.flatnonzero(candidates)
             if len(idx):
-                certified[idx] = _certify.ibp_certified(model, x[idx], y[idx], eps, norm)
+                certified[idx] = ibp_certified(model, x[idx], y[idx], eps, norm)
             certified &= clean
         unit.arrays[key] = certified
         unit.arrays[unit.akey("certify-ibp", norm, eps, "seconds")] = np.array(

@@ -41,21 +41,17 @@ from torch import nn
 from ...errors import UserError
 from .crown import Region
 from .operator_norms import (
-    NORM_SLACK,
     LayerBound,
     chain_bounds,
     check_bounds,
-    conv2d_norm_bound,
     inf_lipschitz,
     inf_to_2_row_bound,
-    operator_norm_bounds,
 )
 from .ops import Chain
-from .tracing import NotCertifiable, build_chain, certify_reason
+from .tracing import build_chain
 
-__all__ = ["LayerBound", "NORM_SLACK", "NotCertifiable", "RadiusResult", "certified_accuracy",
-           "certify_reason", "conv2d_norm_bound", "ibp_certified", "ibp_margins",
-           "lipschitz_radii", "operator_norm_bounds"]
+__all__ = ["RadiusResult", "certified_accuracy", "ibp_certified", "ibp_margins", "label_tensor",
+           "lipschitz_radii"]
 
 
 @dataclass
