@@ -36,6 +36,7 @@ from marginrobust.report.board import write_leaderboard
 from marginrobust.report.columns import INTEGER_COLUMNS, STRING_COLUMNS, eps_labels
 from marginrobust.report.compare import compare, compare_plot, format_compare
 from marginrobust.report.correlations import link_statistics
+from marginrobust.report.figures import FigureIndex
 from marginrobust.report.guard import MARKER
 from marginrobust.report.loader import (
     load_all_distances,
@@ -54,7 +55,7 @@ from marginrobust.report.plots import (
 from marginrobust.report.publish import publish, update_leaderboard
 from marginrobust.report.render import static_text
 from marginrobust.report.series import series
-from marginrobust.report.tables import build_tables, leaderboard_frame
+from marginrobust.report.tables import build_tables, leaderboard_frame, leaderboard_tables
 
 EPS = {"L2": (0.5, 1.0), "Linf": (8 / 255,)}
 CHECKPOINTS = (0, 10, 20, 30)
@@ -233,6 +234,11 @@ def frame(runs: dict[str, Path]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
+def index(runs: dict[str, Path]) -> FigureIndex:
+    return leaderboard_tables(list(runs.values())).figures
+
+
+@pytest.fixture(scope="module")
 def written(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_leaderboard(list(runs.values()), tmp_path_factory.mktemp("board"))
 
@@ -400,7 +406,7 @@ def test_settings_are_kept_apart(delta: Path) -> None:
     by = {(r["settings"], r["method"]): r["config"] for r in settings.to_dict("records")}
     assert by[("A", "autoattack")] == CUSTOM and by[("B", "autoattack")] == STANDARD
     assert by[("A", "fmn")] == by[("B", "fmn")] == '{"steps":100}'
-    links = link_statistics(frame)
+    links = link_statistics(frame, tables.figures)
     aa = links[links["column"] == "aa_test_L2_0.5"]
     # One series per setting, never pooled: ρ = +1, −1, +1 on three checkpoints each.
     got = {(r["n"], r["seed"], r["settings"]): (r["n_checkpoints"], r["spearman"])
@@ -506,8 +512,8 @@ def test_minimal_norm_attacks_come_from_the_registry(runs: dict[str, Path],
 
 
 # ---------------------------------------------------------------------------- the link
-def test_link_statistics(frame: pd.DataFrame) -> None:
-    links = link_statistics(frame).set_index(["run", "column"])
+def test_link_statistics(frame: pd.DataFrame, index: FigureIndex) -> None:
+    links = link_statistics(frame, index).set_index(["run", "column"])
     assert links.loc[("alpha", "aa_test_L2_0.5"), "spearman"] == pytest.approx(1.0)
     assert links.loc[("beta", "aa_test_L2_0.5"), "spearman"] == pytest.approx(-1.0)
     assert links.loc[("alpha", "median_dist_train_Linf"), "spearman"] == pytest.approx(1.0)
@@ -530,9 +536,9 @@ def test_link_statistics(frame: pd.DataFrame) -> None:
     assert "gamma" not in links.index.get_level_values("run")
 
 
-def test_link_needs_three_checkpoints(frame: pd.DataFrame) -> None:
+def test_link_needs_three_checkpoints(frame: pd.DataFrame, index: FigureIndex) -> None:
     two = frame[(frame["run"] == "alpha") & (frame["epoch"] >= 20)]
-    links = link_statistics(two)
+    links = link_statistics(two, index)
     assert (links["n_checkpoints"] == 2).all() and links["spearman"].isna().all()
 
 
@@ -755,30 +761,33 @@ def test_update_leaderboard_checks_every_run_before_copying(runs: dict[str, Path
 
 
 # ---------------------------------------------------------------------------- the plots
-def test_plots_skip_cleanly(frame: pd.DataFrame, runs: dict[str, Path], tmp_path: Path) -> None:
+def test_plots_skip_cleanly(frame: pd.DataFrame, index: FigureIndex, runs: dict[str, Path],
+                            tmp_path: Path) -> None:
     loaded = load_runs([runs["gamma"]])
     metrics = {r.label: pd.DataFrame(r.metrics) for r in loaded}
     gamma = frame[frame["run"] == "gamma"]
-    written = write_plots(gamma, metrics, {}, tmp_path)
+    written = write_plots(gamma, index, metrics, {}, tmp_path)
     assert [p.name for p in written[("digits", "mlp")]] == ["digits_mlp_margins.png"]
     assert robust_vs_eps_plot([], "nothing", tmp_path / "none.png") is None
     # Without AutoAttack, robustness against the margin falls back to the worst case.
     cnn = frame[frame["model"] == "cnn"]
     no_aa = cnn.drop(columns=[c for c in cnn.columns if c.startswith("aa_")])
-    assert robust_vs_margin_plot(no_aa, "test", "L2", tmp_path / "w.png") == tmp_path / "w.png"
+    out = robust_vs_margin_plot(no_aa, index, "test", "L2", tmp_path / "w.png")
+    assert out == tmp_path / "w.png"
     assert margin_plot(gamma, {}, tmp_path / "m.png") is None
     assert not (tmp_path / "none.png").exists() and not (tmp_path / "m.png").exists()
 
 
 def test_plots_draw_one_line_per_setting(delta: Path, tmp_path: Path) -> None:
     loaded = load_runs([delta])
-    frame = build_tables(loaded).frame
+    tables = build_tables(loaded)
     metrics = {r.label: pd.DataFrame(r.metrics) for r in loaded}
-    written = write_plots(frame, metrics, load_all_distances(loaded, {"fmn"}), tmp_path)
+    written = write_plots(tables.frame, tables.figures, metrics,
+                          load_all_distances(loaded, {"fmn"}), tmp_path)
     names = {p.name for p in written[("digits", "cnn")]}
     assert {"digits_cnn_margins.png", "digits_cnn_robust_vs_epoch_test_L2.png",
             "digits_cnn_robust_vs_margin_test_L2.png"} <= names
-    labels = [label for label, _ in series(frame)]
+    labels = [label for label, _ in series(tables.frame)]
     assert labels == ["delta (n=10, seed=0, settings A)", "delta (n=10, seed=0, settings B)",
                       "delta (n=20, seed=7, settings B)"]
 
@@ -927,7 +936,7 @@ def column(table: dict, name: str) -> list[float | None]:
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 def test_html_renders_and_sorts_in_chromium(written: dict[str, Path], frame: pd.DataFrame,
-                                            tmp_path: Path) -> None:
+                                            index: FigureIndex, tmp_path: Path) -> None:
     page = written["index.html"]
     dom = rendered(page, "", tmp_path / "profile")
     test = dom.tables["g0-test"]
@@ -940,7 +949,7 @@ def test_html_renders_and_sorts_in_chromium(written: dict[str, Path], frame: pd.
     assert column(test, "median_dist_test_Linf")[beta_last] == math.inf
     assert test["rows"][beta_last][test["columns"].index("median_dist_test_Linf")][1] == "∞"
     links = dom.tables["links"]
-    assert len(links["rows"]) == len(link_statistics(frame))
+    assert len(links["rows"]) == len(link_statistics(frame, index))
     assert not dom.sorted_by
 
     dom = rendered(page, "#sort=normalized_margin:desc", tmp_path / "profile")

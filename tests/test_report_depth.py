@@ -15,6 +15,7 @@ from marginrobust.report.depth import (
     depth_seeds_plot,
     depth_table,
 )
+from marginrobust.report.figures import MEDIAN, Figure, FigureIndex
 
 
 def _metrics() -> pd.DataFrame:
@@ -29,6 +30,11 @@ def _metrics() -> pd.DataFrame:
     return pd.DataFrame({"epoch": epochs, "log10_loss": log10_loss,
                          "normalized_margin": normal, "smoothed_margin": smooth,
                          "grad_evals": epochs * 10, "wall_s": epochs * 1.5})
+
+
+# The keys of the robustness columns _frame writes.
+INDEX = FigureIndex.of([Figure("aa", "test", "L2", 0.5), Figure(MEDIAN, "test", "L2")],
+                       {0.5: "0.5"})
 
 
 def _frame(metrics: pd.DataFrame, run: str, checkpoints: list[int]) -> pd.DataFrame:
@@ -87,10 +93,10 @@ def test_depth_table_uses_one_row_per_checkpoint_and_skips_runs_without_metrics(
 def test_depth_plot_writes_a_png_or_nothing(tmp_path) -> None:
     metrics = _metrics()
     frame = _frame(metrics, "deep", [0, 10, 40])
-    out = depth_plot(frame, metrics, tmp_path / "deep.png", "digits · cnn")
+    out = depth_plot(frame, INDEX, metrics, tmp_path / "deep.png", "digits · cnn")
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     unfitted = metrics.assign(log10_loss=5.0)
-    assert depth_plot(frame, unfitted, tmp_path / "none.png", "t") is None
+    assert depth_plot(frame, INDEX, unfitted, tmp_path / "none.png", "t") is None
     assert not (tmp_path / "none.png").exists()
 
 
@@ -100,13 +106,13 @@ def test_seeds_plot_draws_two_runs_or_nothing(tmp_path) -> None:
     frame = pd.concat([_frame(metrics, "deep-s0", [0, 10, 40]),
                        _frame(other, "deep-s1", [0, 20, 40]).assign(seed=1)])
     tables = {"deep-s0": metrics, "deep-s1": other}
-    out = depth_seeds_plot(frame, tables, ["deep-s0", "deep-s1"], tmp_path / "s.png", "t")
+    out = depth_seeds_plot(frame, INDEX, tables, ["deep-s0", "deep-s1"], tmp_path / "s.png", "t")
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # One run with fitted epochs is not a comparison of seeds: nothing is written.
     unfitted = {"deep-s0": metrics, "deep-s1": other.assign(log10_loss=5.0)}
-    assert depth_seeds_plot(frame, unfitted, ["deep-s0", "deep-s1"], tmp_path / "n.png",
+    assert depth_seeds_plot(frame, INDEX, unfitted, ["deep-s0", "deep-s1"], tmp_path / "n.png",
                             "t") is None
-    assert depth_seeds_plot(frame, tables, ["deep-s0"], tmp_path / "n.png", "t") is None
+    assert depth_seeds_plot(frame, INDEX, tables, ["deep-s0"], tmp_path / "n.png", "t") is None
     assert not (tmp_path / "n.png").exists()
 
 

@@ -27,6 +27,7 @@ from scipy import stats as sps
 
 from marginrobust.evaluate.store import ArrayKey
 from marginrobust.report.board import write_leaderboard
+from marginrobust.report.figures import FigureIndex
 from marginrobust.report.labels import group_titles
 from marginrobust.report.loader import load_all_distances, load_runs
 from marginrobust.report.matched import matched_table
@@ -34,7 +35,7 @@ from marginrobust.report.plots import first_last_curves
 from marginrobust.report.publish import update_leaderboard
 from marginrobust.report.run_groups import run_configs
 from marginrobust.report.seeds import seed_table
-from marginrobust.report.tables import leaderboard_frame
+from marginrobust.report.tables import leaderboard_frame, leaderboard_tables
 
 N = 100
 CUSTOM = '{"attacks_to_run":["apgd-ce","apgd-t"],"version":"custom"}'
@@ -126,6 +127,11 @@ def frame(runs: dict[str, Path]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
+def index(runs: dict[str, Path]) -> FigureIndex:
+    return leaderboard_tables(list(runs.values())).figures
+
+
+@pytest.fixture(scope="module")
 def board(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("board")
     (out / "NOTES.md").write_text(f"## Reading\n\n- {CAVEAT}.\n  - nested caveat\n")
@@ -180,10 +186,10 @@ def test_descriptions_are_told_apart_within_a_dataset_only(tmp_path: Path) -> No
     assert not both["f"].description.endswith(("#1", "#2"))
 
 
-def test_three_seeds_give_mean_and_t_interval(frame: pd.DataFrame,
+def test_three_seeds_give_mean_and_t_interval(frame: pd.DataFrame, index: FigureIndex,
                                               runs: dict[str, Path]) -> None:
     configs = run_configs(load_runs(list(runs.values())))
-    seeds = seed_table(frame, configs)
+    seeds = seed_table(frame, index, configs)
     loss = seeds[seeds["config"] == configs["cnn-s0"].description]
     assert loss["position"].tolist() == [1, 2, 3, 4]
     assert (loss["n_seeds"] == 3).all() and (loss["aligned_by"] == "grad_evals").all()
@@ -200,22 +206,22 @@ def test_three_seeds_give_mean_and_t_interval(frame: pd.DataFrame,
     assert const[AA].tolist() == pytest.approx([0.1, 0.17, 0.24])
 
 
-def test_seeds_align_by_nearest_gradient_evaluations(frame: pd.DataFrame,
+def test_seeds_align_by_nearest_gradient_evaluations(frame: pd.DataFrame, index: FigureIndex,
                                                      runs: dict[str, Path]) -> None:
     configs = run_configs(load_runs(list(runs.values())))
     # Seed 1 loses its epoch-10 checkpoint: its epoch-20 one must not move to position 2.
     rows = frame[~((frame["run"] == "cnn-s1") & (frame["epoch"] == 10))]
-    seeds = seed_table(rows, configs)
+    seeds = seed_table(rows, index, configs)
     loss = seeds[seeds["config"] == configs["cnn-s0"].description].set_index("position")
     assert loss.loc[2, "runs"] == "cnn-s0, cnn-s2" and loss.loc[2, "n_seeds"] == 2
     assert loss.loc[3, "n_seeds"] == 3
 
 
-def test_schedules_compared_at_equal_compute_and_epochs(frame: pd.DataFrame,
+def test_schedules_compared_at_equal_compute_and_epochs(frame: pd.DataFrame, index: FigureIndex,
                                                         runs: dict[str, Path]) -> None:
     loaded = load_runs(list(runs.values()))
     metrics = {r.label: pd.DataFrame(r.metrics) for r in loaded}
-    matched = matched_table(frame, metrics, run_configs(loaded))
+    matched = matched_table(frame, index, metrics, run_configs(loaded))
     assert set(zip(matched["run_a"], matched["run_b"])) == {("cnn-s0", "cnn-const"),
                                                             ("cnn-const", "cnn-s0")}
     a = matched[(matched["run_a"] == "cnn-s0") & (matched["match"] == "grad_evals")]

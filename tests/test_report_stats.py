@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from marginrobust.report.figures import Figure, FigureIndex
 from marginrobust.report.markup import markdown_html
 from marginrobust.report.matched import interpolate
 from marginrobust.report.pooled import conclusion, pooled_table
@@ -157,6 +158,11 @@ def test_ols_recovers_known_coefficients_with_hc3_errors() -> None:
 
 
 # ---------------------------------------------------------------------------- pooled fit
+# The keys of the robustness columns _checkpoints writes (and one a test adds).
+INDEX = FigureIndex.of([Figure("aa", "test", "L2", 0.5), Figure("cert", "test", "L2", 0.5)],
+                       {0.5: "0.5"})
+
+
 def _checkpoints(log_margin: np.ndarray, log_grad: np.ndarray, y: np.ndarray,
                  runs: int = 4) -> pd.DataFrame:
     n = len(y)
@@ -171,7 +177,7 @@ def test_pooled_fit_separates_known_margin_and_compute_effects() -> None:
     rng = np.random.default_rng(2)
     g, t = rng.uniform(-4, -2, 30), rng.uniform(2, 5, 30)
     frame = _checkpoints(g, t, 0.3 + 0.08 * g + 0.0 * t + rng.normal(0, 0.01, 30))
-    row = pooled_table(frame).iloc[0]
+    row = pooled_table(frame, INDEX).iloc[0]
     assert row["column"] == "aa_test_L2_0.5" and (row["n_obs"], row["n_runs"]) == (30, 4)
     assert row["b"] == pytest.approx(0.08, abs=0.02) and row["b_lo"] > 0
     assert row["c_lo"] < 0 < row["c_hi"]
@@ -182,7 +188,7 @@ def test_pooled_fit_separates_known_margin_and_compute_effects() -> None:
 def test_pooled_fit_of_collinear_regressors_says_it_cannot_separate() -> None:
     t = np.linspace(2, 5, 12)
     frame = _checkpoints(-5 + 0.5 * t, t, 0.1 + 0.02 * t)
-    row = pooled_table(frame).iloc[0]
+    row = pooled_table(frame, INDEX).iloc[0]
     assert row["r_regressors"] == pytest.approx(1.0)
     assert math.isnan(row["b"]) and math.isnan(row["c_lo"])
     assert "collinear" in row["conclusion"] and "cannot separate" in row["conclusion"]
@@ -193,7 +199,7 @@ def test_pooled_fit_skips_unfitted_checkpoints_and_constant_figures() -> None:
     frame = _checkpoints(rng.uniform(-4, -2, 10), rng.uniform(2, 5, 10), rng.uniform(0, 1, 10))
     frame.loc[:4, ["train_acc", "log10_loss"]] = (0.9, 0.5)  # not fitted: left out
     frame["cert_test_L2_0.5"] = 0.0
-    out = pooled_table(frame)
+    out = pooled_table(frame, INDEX)
     assert out["column"].tolist() == ["aa_test_L2_0.5"] and out["n_obs"].tolist() == [5]
     assert out["conclusion"].iloc[0] == "only 5 fitted checkpoints: too few to fit"
 

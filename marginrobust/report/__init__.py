@@ -4,7 +4,8 @@ Layers, each importing only those above it in this list (and ``io``, ``registry`
 ``errors``, the evaluation package's store and attack classes and the training package's
 readers; never ``cli`` or the pipeline):
 
-* :mod:`.columns` — column names and their grammar;
+* :mod:`.columns` — the column groups (identity, settings, trajectory, counts);
+* :mod:`.figures` — each robustness column's typed key, and the index that keeps them;
 * :mod:`.formatting` — cells for people and for strict JSON;
 * :mod:`.stats` — intervals, tests and fits (Wilson, bootstrap, Spearman, t, OLS);
 * :mod:`.methods` — which methods are minimal-norm attacks (asked of the attack registry);
@@ -40,7 +41,8 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "leaderboard_frame": "tables", "build_tables": "tables", "eps_labels": "columns",
+    "leaderboard_frame": "tables", "leaderboard_tables": "tables", "build_tables": "tables",
+    "eps_labels": "columns", "Figure": "figures", "FigureIndex": "figures",
     "link_statistics": "correlations", "spearman": "correlations", "load_runs": "loader",
     "load_distances": "loader", "write_plots": "plots", "write_leaderboard": "board",
     "check_board_folder": "guard", "compare": "compare", "format_compare": "compare",

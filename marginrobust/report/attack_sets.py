@@ -14,16 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from .columns import HALF_EPS_PREFIX, MEDIAN_PREFIX, MIN_RADIUS, RADIUS_PREFIX, is_bound
+from .figures import HALF_EPS, MEDIAN, MIN_RADIUS, RADIUS, FigureIndex
 from .methods import is_evaluator_method
 
 # pyautoattack's standard version (its run_standard_evaluation with version="standard").
 STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")
 NOT_RECORDED = "(not recorded)"
 _FIXED = {"cert": "certified accuracy: Lipschitz or IBP certificate",
-          RADIUS_PREFIX: "median Lipschitz-certified radius (misclassified points: 0)",
-          HALF_EPS_PREFIX: "budget below which the Lipschitz certificate certifies half the "
-                           "points",
+          RADIUS: "median Lipschitz-certified radius (misclassified points: 0)",
+          HALF_EPS: "budget below which the Lipschitz certificate certifies half the points",
+          MIN_RADIUS: "smallest Lipschitz-certified L2 radius on the training points",
           "clean": "clean accuracy on the evaluated points"}
 
 
@@ -65,7 +65,7 @@ def _worst_text(config: str, methods: Iterable[str]) -> str:
 
 
 def setting_texts(settings: pd.DataFrame, minimal: Collection[str]) -> dict[str, dict[str, str]]:
-    """Per settings id, per column prefix (``aa``, ``worst``, ``median_dist``…), its words.
+    """Per settings id, per measure (``aa``, ``worst``, ``median_dist``…), its words.
 
     Args:
         settings: The settings table (``settings, method, config``).
@@ -82,24 +82,14 @@ def setting_texts(settings: pd.DataFrame, minimal: Collection[str]) -> dict[str,
             texts["worst"] = _worst_text(configs["worst"], methods)
         found = sorted(m for m in methods if m in minimal)
         if found:
-            texts[MEDIAN_PREFIX] = ("smallest median minimal distance among: "
+            texts[MEDIAN] = ("smallest median minimal distance among: "
                                     + ", ".join(found))
         out[str(sid)] = texts
     return out
 
 
-def _prefix(column: str) -> str | None:
-    for head in (MEDIAN_PREFIX, RADIUS_PREFIX, HALF_EPS_PREFIX):
-        if column.startswith(head):
-            return head
-    if column == MIN_RADIUS:
-        return RADIUS_PREFIX
-    head = column.split("_", 1)[0]
-    return head if head in ("aa", "worst", "cert", "clean") else None
-
-
 def column_notes(columns: Iterable[str], ids: Iterable[Any],
-                 texts: dict[str, dict[str, str]]) -> dict[str, str]:
+                 texts: dict[str, dict[str, str]], figures: FigureIndex) -> dict[str, str]:
     """Per robustness column of a table, what produced it (``A: …; B: …`` where the table's
     settings ids describe it differently).
 
@@ -107,20 +97,16 @@ def column_notes(columns: Iterable[str], ids: Iterable[Any],
         columns: The table's columns.
         ids: The settings ids of its rows (missing ones are ignored).
         texts: :func:`setting_texts`.
+        figures: The key of each robustness column.
     """
     present = [str(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i in texts]
     out = {}
-    for col in columns:
-        prefix = _prefix(col)
-        if prefix is None or is_bound(col):
-            continue
-        if col == MIN_RADIUS:
-            out[col] = "smallest Lipschitz-certified L2 radius on the training points"
-            continue
-        found = {sid: texts[sid][prefix] for sid in present if prefix in texts[sid]}
+    for col in figures.select(columns):
+        measure = str(figures.measure(col))
+        found = {sid: texts[sid][measure] for sid in present if measure in texts[sid]}
         if not found:
-            if prefix in _FIXED:
-                out[col] = _FIXED[prefix]
+            if measure in _FIXED:
+                out[col] = _FIXED[measure]
             continue
         if len(set(found.values())) == 1:
             out[col] = next(iter(found.values()))
@@ -138,7 +124,7 @@ def legend(texts: dict[str, dict[str, str]], ids: Iterable[Any]) -> str:
     """
     parts = []
     for sid in [str(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i in texts]:
-        named = [f"`{p.rstrip('_')}` = {texts[sid][p]}" for p in ("aa", "worst", MEDIAN_PREFIX)
+        named = [f"`{p}` = {texts[sid][p]}" for p in ("aa", "worst", MEDIAN)
                  if p in texts[sid]]
         if named:
             parts.append(f"settings {sid}: " + "; ".join(named))

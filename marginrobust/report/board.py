@@ -21,6 +21,7 @@ from .certified import certified_links, certified_section, certified_table
 from .columns import slug
 from .correlations import link_statistics
 from .depth import deep_runs, depth_plot, depth_section, depth_seeds_plot, depth_table
+from .figures import FigureIndex
 from .formatting import json_records
 from .guard import PLOTS_DIR, check_board_folder, finish_board
 from .intervals import with_intervals
@@ -61,7 +62,8 @@ def _present(section: Section | None) -> list[Section]:
     return [] if section is None else [section]
 
 
-def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_dir: Path,
+def _depth_plots(frame: pd.DataFrame, figures: FigureIndex, metrics: dict[str, pd.DataFrame],
+                 plots_dir: Path,
                  titles: dict[tuple[str, str], str],
                  configs: Mapping[str, RunConfig]) -> list[Path]:
     # One figure per deep run (marginrobust.report.depth), named after the run; then one
@@ -74,7 +76,7 @@ def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_di
     seeds: dict[str, list[str]] = {}
     for run in deep_runs(frame):
         rows = frame[frame["run"] == run]
-        path = depth_plot(rows, metrics[run], plots_dir / f"{slug(run)}_depth.png",
+        path = depth_plot(rows, figures, metrics[run], plots_dir / f"{slug(run)}_depth.png",
                           f"{group(rows)} — {run}")
         if path is not None:
             out.append(path)
@@ -84,7 +86,7 @@ def _depth_plots(frame: pd.DataFrame, metrics: dict[str, pd.DataFrame], plots_di
         if len(runs) < 2:
             continue
         rows = frame[frame["run"].isin(runs)]
-        path = depth_seeds_plot(rows, metrics, runs,
+        path = depth_seeds_plot(rows, figures, metrics, runs,
                                 plots_dir / f"{slug(runs[0])}_depth_seeds.png",
                                 f"{group(rows)} — {configs[runs[0]].description}")
         if path is not None:
@@ -136,22 +138,23 @@ def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force
     minimal = minimal_norm_methods(r for run in runs for r in run.records)
     tables = build_tables(runs, minimal)
     distances = load_all_distances(runs, minimal)
-    frame = with_intervals(tables.frame, distances, load_all_radii(runs))
-    links = link_statistics(frame)
+    figures = tables.figures
+    frame = with_intervals(tables.frame, figures, distances, load_all_radii(runs))
+    links = link_statistics(frame, figures)
     certified = certified_table(runs)
     certified_rank = certified_links(certified)
     metrics = {run.label: pd.DataFrame(run.metrics) for run in runs}
     configs = run_configs(runs)
-    seeds, pooled = seed_table(frame, configs), pooled_table(frame)
-    matched = matched_table(frame, metrics, configs)
+    seeds, pooled = seed_table(frame, figures, configs), pooled_table(frame, figures)
+    matched = matched_table(frame, figures, metrics, configs)
     titles = group_titles(frame, runs)
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(frame, metrics, distances, out / PLOTS_DIR, titles, seeds)
+    plots = write_plots(frame, figures, metrics, distances, out / PLOTS_DIR, titles, seeds)
     depth = depth_table(frame, metrics)
-    depth_pngs = _depth_plots(frame, metrics, out / PLOTS_DIR, titles, configs)
+    depth_pngs = _depth_plots(frame, figures, metrics, out / PLOTS_DIR, titles, configs)
     words = setting_texts(tables.settings, minimal)
-    sections = [*group_sections(frame, plots, out, words, titles),
-                *figure_sections(seeds, matched, pooled, words),
+    sections = [*group_sections(frame, figures, plots, out, words, titles),
+                *figure_sections(seeds, matched, pooled, figures, words),
                 *_present(depth_section(depth, [p.relative_to(out).as_posix()
                                                 for p in depth_pngs])),
                 settings_section(tables.settings),

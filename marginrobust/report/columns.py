@@ -1,13 +1,9 @@
-"""The leaderboard's column grammar: names, groups and how robustness columns are spelled.
+"""The leaderboard's column groups: identity, settings, trajectory, counts, intervals.
 
-The lowest layer of :mod:`marginrobust.report`: plain constants and functions of column
-names (and of frames only through their columns), shared by the tables, the plots, the
-rendering and ``compare``.
-
-Robustness columns are named ``{measure}_{split}_{norm}_{eps}`` (``aa_test_L2_0.5``),
-``clean_{split}``, ``median_dist_{split}_{norm}``, ``median_certified_radius_{split}_{norm}``,
-``half_certified_eps_{split}_{norm}`` and ``min_certified_radius_train_L2``; ``eps`` is
-written by :func:`eps_labels`. A figure with a 95 % interval has it in ``{column}_lo`` and
+The lowest layer of :mod:`marginrobust.report`: plain constants and functions shared by the
+tables, the plots, the rendering and ``compare``. The robustness columns are named, and
+known by their keys, in :mod:`marginrobust.report.figures`; budgets are written by
+:func:`eps_labels`. A figure with a 95 % interval has it in ``{column}_lo`` and
 ``{column}_hi`` right after it.
 """
 
@@ -31,28 +27,17 @@ TRAJECTORY = ("epoch", "step", "grad_evals", "train_wall_s", "log10_loss", "trai
               "smoothed_margin")
 # metrics.jsonl names the trajectory's wall time differently from the records.
 METRIC_NAMES = {"train_wall_s": "wall_s"}
-MIN_RADIUS = "min_certified_radius_train_L2"
 SKIPPED = "skipped"
 STRING_COLUMNS = frozenset(IDENTITY) - {"width"} | {"settings", SKIPPED}
 # Counts: written as integers (pandas "Int64": missing values stay empty, never 7.0).
 INTEGER_COLUMNS = frozenset({"epoch", "step", "grad_evals", "homogeneity_order", "n_flags", "n",
                              "seed", "n_checkpoints", "n_fitted", "n_seeds", "n_obs", "n_runs",
                              "position", "train_seed", "grad_evals_min", "grad_evals_max"})
-# Record method → column prefix of the accuracies taken from it.
-ACCURACY_PREFIXES = {"autoattack": "aa", "certified": "cert", "worst": "worst"}
-MEDIAN_PREFIX = "median_dist_"
-# Lipschitz certificate per point: the median radius, and the budget below which at least
-# half the points are certified (the ⌈n/2⌉-th largest radius).
-RADIUS_PREFIX = "median_certified_radius_"
-HALF_EPS_PREFIX = "half_certified_eps_"
-LINK_PREFIXES = ("aa_", "cert_", "worst_", MEDIAN_PREFIX, RADIUS_PREFIX)
 LO, HI = "_lo", "_hi"
 # A checkpoint has fitted its training data when every point is classified correctly, or
 # when the summed loss is below log 2 (then every point's loss is, so every point is).
 FITTED_LOG10_LOSS = math.log10(math.log(2))
 SPLIT_ORDER = SPLITS
-_FIGURE = re.compile(r"^(?:aa|cert|worst)_([a-z]+)_([A-Za-z0-9]+)_"
-                     r"|^median_dist_([a-z]+)_([A-Za-z0-9]+)$")
 
 
 def eps_labels(values: Iterable[float]) -> dict[float, str]:
@@ -109,76 +94,6 @@ def pair_order(pair: tuple[str, str]) -> tuple[int, str, str]:
     """
     split, norm = pair
     return (*split_rank(split), norm)
-
-
-def eps_columns(frame: pd.DataFrame, prefix: str, split: str, norm: str) -> dict[float, str]:
-    """The ``{prefix}_{split}_{norm}_{eps}`` columns holding a value, keyed by ε, in ε order.
-
-    Args:
-        frame: Leaderboard rows.
-        prefix: ``aa``, ``cert`` or ``worst``.
-        split: ``test`` or ``train``.
-        norm: ``L2`` or ``Linf``.
-    """
-    head = f"{prefix}_{split}_{norm}_"
-    found = {float(c[len(head):]): c for c in frame.columns
-             if c.startswith(head) and not is_bound(c) and frame[c].notna().any()}
-    return dict(sorted(found.items()))
-
-
-def split_norms(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """The (split, norm) pairs with any robustness figure in ``frame``, test split first.
-
-    Args:
-        frame: Leaderboard rows.
-    """
-    pairs = set()
-    for col in frame.columns:
-        m = _FIGURE.match(col)
-        if m and frame[col].notna().any():
-            split, norm = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-            pairs.add((split, norm))
-    return sorted(pairs, key=pair_order)
-
-
-def robustness_columns(frame: pd.DataFrame) -> list[str]:
-    """The robustness columns of a frame (those the link statistics correlate with γ̄).
-
-    Args:
-        frame: A leaderboard frame.
-    """
-    return [c for c in frame.columns
-            if (c.startswith(LINK_PREFIXES) or c == MIN_RADIUS) and not is_bound(c)]
-
-
-def split_columns(frame: pd.DataFrame, split: str,
-                  measures: Iterable[str] = ("aa", "cert", "worst", "median_dist")) -> list[str]:
-    """The clean accuracy and the ``measures`` columns of one split, in the frame's order.
-
-    Args:
-        frame: A leaderboard frame.
-        split: ``test`` or ``train``.
-        measures: Column prefixes to keep.
-    """
-    heads = tuple(f"{p}_{split}_" for p in measures)
-    return [c for c in frame.columns if c == f"clean_{split}" or c.startswith(heads)]
-
-
-def headline_columns(columns: Iterable[str]) -> list[str]:
-    """The AutoAttack columns of the smallest budget of each (split, norm), in order.
-
-    Args:
-        columns: Column names (``aa_{split}_{norm}_{eps}`` among them).
-    """
-    first: dict[str, tuple[float, str]] = {}
-    for col in columns:
-        if not col.startswith("aa_") or is_bound(col):
-            continue
-        _, split, norm, eps = col.split("_", 3)
-        key = f"{split}_{norm}"
-        if key not in first or float(eps) < first[key][0]:
-            first[key] = (float(eps), col)
-    return [col for _, col in first.values()]
 
 
 def slug(text: str) -> str:

@@ -24,6 +24,7 @@ from tabulate import tabulate
 from ..errors import UserError
 from ..train.checkpoints import CHECKPOINT_DIR
 from .columns import IDENTITY, SETTINGS, SKIPPED, STRING_COLUMNS, pair_order
+from .figures import FigureIndex
 from .formatting import format_value, json_records, json_value
 from .loader import load_distances, load_runs, pick_distances
 from .methods import minimal_norm_methods
@@ -53,9 +54,19 @@ def _item(path: Path | str) -> _Item:
     raise UserError(f"no run directory or checkpoint at {path}")
 
 
-def _rows(paths: Sequence[Path | str], settings: str | None = None,
-          ) -> tuple[pd.DataFrame, frozenset[str]]:
-    """The leaderboard rows of every item, in order, labelled; and the minimal-norm methods.
+@dataclass
+class _Items:
+    """The leaderboard rows of the items compared, the keys of their robustness columns and
+    the minimal-norm methods among their records."""
+
+    rows: pd.DataFrame
+    figures: FigureIndex
+    minimal: frozenset[str]
+
+
+def _rows(paths: Sequence[Path | str], settings: str | None = None) -> _Items:
+    """The leaderboard rows of every item, in order, labelled; the keys of their columns
+    and the minimal-norm methods.
 
     With ``settings`` (an id of the settings table, e.g. ``A``) only rows of those
     settings are kept, and an item without them is an error."""
@@ -65,7 +76,8 @@ def _rows(paths: Sequence[Path | str], settings: str | None = None,
     # One leaderboard over the distinct runs; items then pick their rows from it.
     runs = load_runs(list({i.run_dir.resolve(): i.run_dir for i in items}.values()))
     minimal = minimal_norm_methods(r for run in runs for r in run.records)
-    frame = build_tables(runs, minimal).frame
+    tables = build_tables(runs, minimal)
+    frame = tables.frame
     by_dir = {Path(d).resolve(): rows for d, rows in frame.groupby("run_dir", sort=False)}
     picked = []
     for k, item in enumerate(items):
@@ -92,7 +104,7 @@ def _rows(paths: Sequence[Path | str], settings: str | None = None,
     # The same checkpoint given twice still needs distinct column names.
     out["label"] = [lab if labels.count(lab) == 1 else f"{lab}#{k + 1}"
                     for k, lab in enumerate(labels)]
-    return out, minimal
+    return _Items(out, tables.figures, minimal)
 
 
 # Marks a difference between figures of different evaluation settings (n, seed, attack
@@ -118,7 +130,7 @@ def compare(paths: Sequence[Path | str], settings: str | None = None) -> pd.Data
     Raises:
         UserError: A path is missing, not a run folder, or not a checkpoint file.
     """
-    rows, _ = _rows(paths, settings)
+    rows = _rows(paths, settings).rows
     # Identity and settings go to attrs["items"]; the rows are the measurements.
     metrics = [c for c in rows.columns if c not in ITEM_FIELDS and c not in STRING_COLUMNS
                and c not in ("label", "base", "item") and rows[c].notna().any()]
@@ -185,7 +197,8 @@ def compare_plot(paths: Sequence[Path | str], out_png: Path | str) -> Path | Non
     Returns:
         The PNG, or None (nothing written) when no item has per-point distances.
     """
-    rows, minimal = _rows(paths)
+    items = _rows(paths)
+    rows, minimal = items.rows, items.minimal
     curves: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
     # Distances belong to a checkpoint's points (n, seed), not to attack options: one curve
     # per item given and (n, seed).
@@ -209,7 +222,7 @@ def compare_plot(paths: Sequence[Path | str], out_png: Path | str) -> Path | Non
     fig, axes = panel_grid(len(curves), max_cols=2, width=6.5, height=4.6)
     for ax, ((split, norm), pair_curves) in zip(axes, sorted(curves.items(),
                                                             key=lambda kv: pair_order(kv[0]))):
-        draw_robust_vs_eps(ax, pair_curves, eps_marks(rows, split, norm))
+        draw_robust_vs_eps(ax, pair_curves, eps_marks(rows, items.figures, split, norm))
         ax.set_title(f"{split} points, {norm}", fontsize=10)
     fig.suptitle("Robust accuracy vs ε (per-point minimal adversarial distances)")
     return save(fig, out_png)

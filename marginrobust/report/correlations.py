@@ -16,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from .columns import SETTINGS, bounds, fitted, robustness_columns
-from .pooled import NEAR_TAUTOLOGICAL, is_certified_radius
+from .columns import SETTINGS, bounds, fitted
+from .figures import CERTIFIED_RADII, LINKED, FigureIndex
+from .pooled import NEAR_TAUTOLOGICAL
 from .stats import spearman_test
 
 LINK_COLUMNS = ("run", "dataset", "model", *SETTINGS, "column", "n_checkpoints", "spearman",
@@ -55,7 +56,7 @@ def margin_link(rows: pd.DataFrame, fitted_rows: pd.DataFrame, column: str) -> d
             "spearman_fitted_hi": late.hi, "spearman_fitted_p": late.p}
 
 
-def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
+def link_statistics(frame: pd.DataFrame, figures: FigureIndex) -> pd.DataFrame:
     """Per run, setting and robustness column, Spearman's ρ with the normalized margin.
 
     ``spearman`` uses every checkpoint with both values; ``spearman_fitted`` only the fitted
@@ -67,6 +68,7 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         frame: A leaderboard frame.
+        figures: The key of each of its robustness columns.
 
     Returns:
         Columns :data:`LINK_COLUMNS`: per ρ its interval (``_lo``, ``_hi``) and p-value
@@ -74,7 +76,7 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
         the certified-radius links as near-tautological.
     """
     rows = []
-    columns = robustness_columns(frame)
+    columns = figures.select(frame.columns, LINKED)
     keys = ["run", *[c for c in SETTINGS if c in frame]]
     for key, sub in frame.groupby(keys, sort=False, dropna=False):
         setting = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
@@ -86,7 +88,8 @@ def link_statistics(frame: pd.DataFrame) -> pd.DataFrame:
             rows.append({**setting, "dataset": sub["dataset"].iloc[0],
                          "model": sub["model"].iloc[0], "column": col,
                          **margin_link(sub, fit, col), "margin_time_fitted": time,
-                         "note": NEAR_TAUTOLOGICAL if is_certified_radius(col) else ""})
+                         "note": (NEAR_TAUTOLOGICAL if figures.measure(col) in CERTIFIED_RADII
+                                  else "")})
     out = pd.DataFrame(rows, columns=list(LINK_COLUMNS))
     for col in ("n", "seed", "n_checkpoints", "n_fitted"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")

@@ -21,13 +21,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .columns import (
-    FITTED_LOG10_LOSS,
-    MEDIAN_PREFIX,
-    fitted,
-    headline_columns,
-    is_bound,
-)
+from .columns import FITTED_LOG10_LOSS, fitted
+from .figures import MEDIAN, FigureIndex
 from .plot_base import band, save
 from .render import Section, Table
 
@@ -114,17 +109,13 @@ def _figure_lines(ax: Axes, points: pd.DataFrame, columns: list[str], first_colo
         band(ax, at, rows, col, color)
 
 
-def _distance_columns(present: list[str]) -> list[str]:
-    """The median-distance columns among ``present`` (not their interval bounds)."""
-    return [c for c in present if c.startswith(MEDIAN_PREFIX) and not is_bound(c)]
-
-
-def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
-               title: str) -> Path | None:
+def depth_plot(frame: pd.DataFrame, figures: FigureIndex, table: pd.DataFrame,
+               out_png: str | Path, title: str) -> Path | None:
     """Margins, their gap and robustness of one deep run against −log10 𝓛.
 
     Args:
         frame: Leaderboard rows of the run (every evaluation setting).
+        figures: The key of each robustness column of the leaderboard frame.
         table: Its metric rows (one per accepted epoch).
         out_png: Where to write the PNG.
         title: The figure's title.
@@ -160,11 +151,11 @@ def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
     ax_gap.set_ylabel(r"$(\bar\gamma - \tilde\gamma) / \bar\gamma$")
     ax_gap.set_title("relative gap between the margins", fontsize=10)
     present = [c for c in points.columns if points[c].notna().any()]
-    _figure_lines(ax_acc, points, headline_columns(present), 0)
+    _figure_lines(ax_acc, points, figures.headline(present), 0)
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("AutoAttack robust accuracy")
     ax_acc.set_title("robust accuracy (bands: 95 % Wilson)", fontsize=10)
-    _figure_lines(ax_dist, points, _distance_columns(present), 4)
+    _figure_lines(ax_dist, points, figures.select(present, [MEDIAN]), 4)
     ax_dist.set_ylabel("median minimal adversarial distance")
     ax_dist.set_title("median distances (bands: 95 % bootstrap)", fontsize=10)
     for ax in (ax_acc, ax_dist):
@@ -180,8 +171,9 @@ def depth_plot(frame: pd.DataFrame, table: pd.DataFrame, out_png: str | Path,
     return save(fig, out_png)
 
 
-def depth_seeds_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
-                     runs: list[str], out_png: str | Path, title: str) -> Path | None:
+def depth_seeds_plot(frame: pd.DataFrame, figures: FigureIndex,
+                     metrics: Mapping[str, pd.DataFrame], runs: list[str], out_png: str | Path,
+                     title: str) -> Path | None:
     """Several deep runs of one configuration (its seeds) drawn over each other.
 
     Three panels against −log10 𝓛: γ̄ along every logged epoch of each run; the
@@ -191,6 +183,7 @@ def depth_seeds_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
 
     Args:
         frame: Leaderboard rows of the runs (every evaluation setting).
+        figures: The key of each robustness column of the leaderboard frame.
         metrics: Per run, its metric rows (one per accepted epoch).
         runs: The runs to draw, in order (their labels).
         out_png: Where to write the PNG.
@@ -213,8 +206,9 @@ def depth_seeds_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         points = frame[(frame["run"] == run) & fitted(frame)].sort_values("epoch",
                                                                           kind="stable")
         present = [c for c in points.columns if points[c].notna().any()]
-        _figure_lines(ax_acc, points, headline_columns(present), 0, (ls, marker), run)
-        _figure_lines(ax_dist, points, _distance_columns(present), 4, (ls, marker), run)
+        _figure_lines(ax_acc, points, figures.headline(present), 0, (ls, marker), run)
+        _figure_lines(ax_dist, points, figures.select(present, [MEDIAN]), 4, (ls, marker),
+                      run)
     ax_m.set_ylabel(r"normalized margin $\bar\gamma$")
     ax_m.set_title(r"$\bar\gamma$ per seed", fontsize=10)
     # Not [0, 1] as on the one-run figure: the spread between seeds is the point here.

@@ -20,29 +20,22 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .columns import HALF_EPS_PREFIX, MEDIAN_PREFIX, RADIUS_PREFIX, SKIPPED, bounds, is_bound
+from .columns import SKIPPED, bounds, is_bound
+from .figures import HALF_EPS, MEDIAN, RADIUS, Figure, FigureIndex
 from .loader import DistanceKey, pick_distances
 from .series import DistanceTable, known, row_distances
 from .stats import bootstrap_interval, upper_median, wilson_interval
 
 # {(run, checkpoint): {(split, norm, n, seed): radii}}, as loader.load_all_radii gives it.
 RadiusTable = Mapping[tuple[str, str], Mapping[DistanceKey, np.ndarray]]
-_ACCURACY = re.compile(r"^(?:clean_[a-z]+|(?:aa|worst|cert)_[a-z]+_[A-Za-z0-9]+_[^_]+)$")
-_MEDIAN = re.compile(rf"^{MEDIAN_PREFIX}([a-z]+)_([A-Za-z0-9]+)$")
 _MEDIAN_ROWS = functools.partial(np.median, axis=1)
 _UPPER_MEDIAN_ROWS = functools.partial(upper_median, axis=1)
-
-
-def is_accuracy(column: str) -> bool:
-    """Whether a column is an accuracy (a proportion of the row's ``n`` points)."""
-    return bool(_ACCURACY.match(column))
 
 
 def _row_radii(radii: RadiusTable, row: Mapping[str, Any], split: str,
@@ -61,27 +54,35 @@ def _reproduces(arrays: list[np.ndarray], value: float) -> bool:
     return statistic == value or math.isclose(statistic, value, rel_tol=1e-6)
 
 
+def _radius_columns(split: str, norm: str) -> tuple[str, str]:
+    """The median certified radius and half-certified budget columns of (split, norm)."""
+    return Figure(RADIUS, split, norm).column({}), Figure(HALF_EPS, split, norm).column({})
+
+
 def _radius_figures(r: np.ndarray, split: str, norm: str) -> dict[str, float]:
-    median, half = f"{RADIUS_PREFIX}{split}_{norm}", f"{HALF_EPS_PREFIX}{split}_{norm}"
+    median, half = _radius_columns(split, norm)
     out = {median: float(np.median(r)), half: float(upper_median(r))}
     out.update(zip(bounds(median), bootstrap_interval([r], _MEDIAN_ROWS)))
     out.update(zip(bounds(half), bootstrap_interval([r], _UPPER_MEDIAN_ROWS)))
     return out
 
 
-def _pairs(frame: pd.DataFrame, radii: RadiusTable) -> list[tuple[str, str]]:
+def _pairs(frame: pd.DataFrame, figures: FigureIndex,
+           radii: RadiusTable) -> list[tuple[str, str]]:
     """(split, norm) of the median-distance columns and of every stored radius."""
-    pairs = {(m.group(1), m.group(2)) for c in frame.columns if (m := _MEDIAN.match(c))}
+    pairs = {(figures[c].split, str(figures[c].norm))
+             for c in figures.select(frame.columns, [MEDIAN])}
     pairs |= {(k[0], k[1]) for found in radii.values() for k in found}
     return sorted(pairs)
 
 
-def with_intervals(frame: pd.DataFrame, distances: DistanceTable,
+def with_intervals(frame: pd.DataFrame, figures: FigureIndex, distances: DistanceTable,
                    radii: RadiusTable | None = None) -> pd.DataFrame:
     """The leaderboard frame with every figure's interval next to it (module docstring).
 
     Args:
         frame: A leaderboard frame (:func:`marginrobust.report.tables.build_tables`).
+        figures: The key of each of its robustness columns (made with it).
         distances: Per (run, checkpoint), the per-point distances
             (:func:`marginrobust.report.loader.load_all_distances`).
         radii: Per (run, checkpoint), the per-point Lipschitz radii
@@ -100,9 +101,10 @@ def with_intervals(frame: pd.DataFrame, distances: DistanceTable,
     def put(index: int, column: str, value: float) -> None:
         added.setdefault(column, [np.nan] * len(rows))[index] = value
 
-    accuracy = [c for c in frame.columns if is_accuracy(c)]
-    medians = [(c, m.group(1), m.group(2)) for c in frame.columns if (m := _MEDIAN.match(c))]
-    pairs = _pairs(frame, radii)
+    accuracy = [c for c in frame.columns if figures.is_accuracy(c)]
+    medians = [(c, figures[c].split, str(figures[c].norm))
+               for c in figures.select(frame.columns, [MEDIAN])]
+    pairs = _pairs(frame, figures, radii)
     for i, row in enumerate(rows):
         n = known(row.get("n"))
         for col in accuracy:
@@ -133,10 +135,9 @@ def _placed(frame: pd.DataFrame, added: dict[str, list[float]],
     radius_cols = {}
     for split, norm in pairs:
         cols = []
-        for head in (RADIUS_PREFIX, HALF_EPS_PREFIX):
-            name = f"{head}{split}_{norm}"
+        for name in _radius_columns(split, norm):
             cols += [c for c in (name, *bounds(name)) if c in new]
-        radius_cols[f"{MEDIAN_PREFIX}{split}_{norm}"] = cols
+        radius_cols[Figure(MEDIAN, split, norm).column({})] = cols
     order: list[str] = []
     for col in frame.columns:
         if col == SKIPPED:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import SETTINGS
+from .figures import FigureIndex
 from .run_groups import RunConfig
 from .seeds import figure_columns
 
@@ -94,12 +95,14 @@ def _margin_curve(metrics: pd.DataFrame | None, rows: pd.DataFrame,
     return rows[match].astype("float64").tolist(), rows[MARGIN].astype("float64").tolist()
 
 
-def matched_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
+def matched_table(frame: pd.DataFrame, figures: FigureIndex,
+                  metrics: Mapping[str, pd.DataFrame],
                   configs: Mapping[str, RunConfig]) -> pd.DataFrame:
     """Every schedule pair compared at matched gradient evaluations and epochs.
 
     Args:
         frame: A leaderboard frame (with its evaluated rows).
+        figures: The key of each of its robustness columns.
         metrics: Per run label, its per-epoch metrics.
         configs: Per run label, its configuration.
 
@@ -108,7 +111,7 @@ def matched_table(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         checkpoint, quantity) the anchor's value, the other's interpolated one, their ratio
         (anchor / other, only where both are positive) and difference (anchor − other).
     """
-    quantities = [MARGIN, *figure_columns(frame)]
+    quantities = [MARGIN, *figure_columns(frame, figures)]
     evaluated = frame[frame["settings"].notna()] if "settings" in frame else frame.iloc[:0]
     runs = {run: rows for run, rows in evaluated.groupby("run", sort=False)}
     out: list[dict[str, Any]] = []

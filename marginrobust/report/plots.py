@@ -27,7 +27,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .columns import bounds, eps_columns, fitted, slug, split_norms
+from .columns import bounds, fitted, slug
+from .figures import FigureIndex
 from .plot_base import (
     BAND_ALPHA,
     band,
@@ -92,7 +93,7 @@ def margin_plot(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
     return save(fig, out_png)
 
 
-def robust_vs_epoch_plot(frame: pd.DataFrame, split: str, norm: str,
+def robust_vs_epoch_plot(frame: pd.DataFrame, figures: FigureIndex, split: str, norm: str,
                          out_png: str | Path, x: str = "epoch",
                          title: str | None = None) -> Path | None:
     """(b) AutoAttack, worst-case and certified accuracy against duration, one panel per ε.
@@ -103,13 +104,15 @@ def robust_vs_epoch_plot(frame: pd.DataFrame, split: str, norm: str,
 
     Args:
         frame: Leaderboard rows.
+        figures: The key of each robustness column of the leaderboard frame.
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
         out_png: Where to write the PNG.
         x: ``epoch`` or ``grad_evals`` (gradient evaluations, on a log axis).
         title: The group's title (default: :func:`group_title`).
     """
-    columns = {prefix: eps_columns(frame, prefix, split, norm) for prefix, *_ in ACCURACY_MEASURES}
+    columns = {prefix: figures.eps_columns(frame, prefix, split, norm)
+               for prefix, *_ in ACCURACY_MEASURES}
     budgets = sorted({eps for by_eps in columns.values() for eps in by_eps})
     if not budgets or x not in frame or frame[x].isna().all():
         return None
@@ -162,7 +165,7 @@ def _margin_line(ax: Axes, rows: pd.DataFrame, col: str, color: str, label: str)
                     fontsize=7, xytext=(3, 3), textcoords="offset points")
 
 
-def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
+def robust_vs_margin_plot(frame: pd.DataFrame, figures: FigureIndex, split: str, norm: str,
                           out_png: str | Path, title: str | None = None) -> Path | None:
     """(c) Robust accuracy against normalized margin across checkpoints, one panel per ε.
 
@@ -171,14 +174,15 @@ def robust_vs_margin_plot(frame: pd.DataFrame, split: str, norm: str,
 
     Args:
         frame: Leaderboard rows.
+        figures: The key of each robustness column of the leaderboard frame.
         split: ``test`` or ``train`` points.
         norm: ``L2`` or ``Linf``.
         out_png: Where to write the PNG.
         title: The group's title (default: :func:`group_title`).
     """
-    measure, by_eps = "AutoAttack", eps_columns(frame, "aa", split, norm)
+    measure, by_eps = "AutoAttack", figures.eps_columns(frame, "aa", split, norm)
     if not by_eps:
-        measure, by_eps = "worst-case", eps_columns(frame, "worst", split, norm)
+        measure, by_eps = "worst-case", figures.eps_columns(frame, "worst", split, norm)
     if not by_eps or frame["normalized_margin"].isna().all():
         return None
     lines = series(frame)
@@ -285,19 +289,20 @@ def first_last_curves(frame: pd.DataFrame, distances: DistanceTable, split: str,
     return curves, sorted(attacks)
 
 
-def eps_marks(frame: pd.DataFrame, split: str, norm: str) -> list[float]:
+def eps_marks(frame: pd.DataFrame, figures: FigureIndex, split: str, norm: str) -> list[float]:
     """The budgets evaluated for (split, norm) in ``frame``.
 
     Args:
         frame: Leaderboard rows.
+        figures: The key of each robustness column of the leaderboard frame.
         split: ``test`` or ``train``.
         norm: ``L2`` or ``Linf``.
     """
     return sorted({eps for prefix, *_ in ACCURACY_MEASURES
-                   for eps in eps_columns(frame, prefix, split, norm)})
+                   for eps in figures.eps_columns(frame, prefix, split, norm)})
 
 
-def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
+def write_plots(frame: pd.DataFrame, figures: FigureIndex, metrics: Mapping[str, pd.DataFrame],
                 distances: DistanceTable, out_dir: str | Path,
                 titles: Mapping[tuple[str, str], str] | None = None,
                 seeds: pd.DataFrame | None = None) -> dict[tuple[str, str], list[Path]]:
@@ -309,6 +314,7 @@ def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
 
     Args:
         frame: A leaderboard frame.
+        figures: The key of each robustness column of the leaderboard frame.
         metrics: Per run name, its metric rows.
         distances: Per (run, checkpoint), the per-point distances per (split, norm).
         out_dir: Folder for the PNGs (named ``{dataset}_{model}_{figure}[_{split}_{norm}].png``).
@@ -328,26 +334,26 @@ def write_plots(frame: pd.DataFrame, metrics: Mapping[str, pd.DataFrame],
         paths = [margin_plot(rows, metrics, f"{stem}_margins.png", title=title),
                  margin_plot(rows, metrics, f"{stem}_margins_vs_grad_evals.png", "grad_evals",
                              title)]
-        for split, norm in split_norms(rows):
+        for split, norm in figures.split_norms(rows):
             tag = f"{split}_{norm}"
             curves, attacks = first_last_curves(rows, distances, split, norm, fitted_only=True)
             which = ("first fitted and last checkpoints"
                      if any("(first fitted)" in label for label, _ in curves)
                      else "first and last checkpoints; none fitted")
             paths += [
-                robust_vs_epoch_plot(rows, split, norm, f"{stem}_robust_vs_epoch_{tag}.png",
-                                     title=title),
-                robust_vs_epoch_plot(rows, split, norm,
+                robust_vs_epoch_plot(rows, figures, split, norm,
+                                     f"{stem}_robust_vs_epoch_{tag}.png", title=title),
+                robust_vs_epoch_plot(rows, figures, split, norm,
                                      f"{stem}_robust_vs_grad_evals_{tag}.png", "grad_evals",
                                      title),
-                robust_vs_margin_plot(rows, split, norm, f"{stem}_robust_vs_margin_{tag}.png",
-                                      title),
+                robust_vs_margin_plot(rows, figures, split, norm,
+                                      f"{stem}_robust_vs_margin_{tag}.png", title),
                 robust_vs_eps_plot(
                     curves, f"{title} — {split} points, {norm}: robust accuracy vs ε"
                     f"\n({which}; distances from {', '.join(attacks)}; bands: 95 % Wilson)",
-                    f"{stem}_robust_vs_eps_{tag}.png", eps_marks(rows, split, norm))]
+                    f"{stem}_robust_vs_eps_{tag}.png", eps_marks(rows, figures, split, norm))]
         if seeds is not None and not seeds.empty:
             mine = seeds[(seeds["dataset"] == dataset) & (seeds["model"] == model)]
-            paths.append(seeds_plot(mine, f"{stem}_seeds.png", title))
+            paths.append(seeds_plot(mine, figures, f"{stem}_seeds.png", title))
         written[(str(dataset), str(model))] = [p for p in paths if p is not None]
     return written

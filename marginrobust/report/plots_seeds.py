@@ -13,17 +13,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from .columns import SETTINGS, headline_columns
+from .columns import SETTINGS
+from .figures import FigureIndex
 from .plot_base import band, duration_axis, log_if_positive, panel_grid, save
 
 MARGIN = "normalized_margin"
 
 
-def seeds_plot(seeds: pd.DataFrame, out_png: str | Path, title: str) -> Path | None:
+def seeds_plot(seeds: pd.DataFrame, figures: FigureIndex, out_png: str | Path,
+               title: str) -> Path | None:
     """Means across seeds against gradient evaluations (module docstring).
 
     Args:
         seeds: Rows of the seeds table (usually those of one (dataset, model) group).
+        figures: The key of each robustness column of the leaderboard frame.
         out_png: Where to write the PNG.
         title: The group's title.
 
@@ -33,7 +36,7 @@ def seeds_plot(seeds: pd.DataFrame, out_png: str | Path, title: str) -> Path | N
     if seeds.empty or seeds["n_seeds"].max() < 2:
         return None
     present = [c for c in seeds.columns if seeds[c].notna().any()]
-    panels = [c for c in [MARGIN, *headline_columns(present)] if c in present]
+    panels = [c for c in [MARGIN, *figures.headline(present)] if c in present]
     by_grad = (seeds["aligned_by"] == "grad_evals").all() and seeds["grad_evals_mean"].notna(
         ).all()
     x, xname = ("grad_evals_mean", "grad_evals") if by_grad else ("epoch_mean", "epoch")

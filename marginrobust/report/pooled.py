@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .columns import HALF_EPS_PREFIX, MIN_RADIUS, RADIUS_PREFIX, SETTINGS, fitted
+from .columns import SETTINGS, fitted
+from .figures import CERTIFIED_RADII, FigureIndex
 from .seeds import figure_columns
 from .stats import ols
 
@@ -36,11 +37,6 @@ NEAR_TAUTOLOGICAL = ("near-tautological: the Lipschitz radius is γ̄ over a Lip
 KEYS = ("dataset", "model", *SETTINGS)
 POOLED_COLUMNS = (*KEYS, "column", "n_obs", "n_runs", "r_regressors", "a", "b", "b_lo", "b_hi",
                   "c", "c_lo", "c_hi", "conclusion", "note")
-
-
-def is_certified_radius(column: str) -> bool:
-    """Whether a column is a Lipschitz-certified radius (or the budget it certifies)."""
-    return column == MIN_RADIUS or column.startswith((RADIUS_PREFIX, HALF_EPS_PREFIX))
 
 
 def _sign(value: float, what: str) -> str:
@@ -80,7 +76,7 @@ def conclusion(b: tuple[float, float, float], c: tuple[float, float, float], r: 
     return "the intervals overlap 0 for both: the data cannot separate margin from training time"
 
 
-def _fit(sub: pd.DataFrame, column: str) -> dict[str, Any]:
+def _fit(sub: pd.DataFrame, column: str, certified_radius: bool) -> dict[str, Any]:
     y = sub[column].astype("float64").to_numpy()
     g = np.log10(sub["normalized_margin"].astype("float64").to_numpy())
     t = np.log10(sub["grad_evals"].astype("float64").to_numpy())
@@ -97,15 +93,16 @@ def _fit(sub: pd.DataFrame, column: str) -> dict[str, Any]:
         c = (float(fit.coef[2]), float(fit.lo[2]), float(fit.hi[2]))
     row.update({"b": b[0], "b_lo": b[1], "b_hi": b[2], "c": c[0], "c_lo": c[1], "c_hi": c[2],
                 "conclusion": conclusion(b, c, r, n),
-                "note": NEAR_TAUTOLOGICAL if is_certified_radius(column) else ""})
+                "note": NEAR_TAUTOLOGICAL if certified_radius else ""})
     return row
 
 
-def pooled_table(frame: pd.DataFrame) -> pd.DataFrame:
+def pooled_table(frame: pd.DataFrame, figures: FigureIndex) -> pd.DataFrame:
     """The pooled fit (module docstring) per dataset, model, setting and figure.
 
     Args:
         frame: A leaderboard frame.
+        figures: The key of each of its robustness columns.
 
     Returns:
         Rows of :data:`POOLED_COLUMNS`; a figure constant over the checkpoints, or present
@@ -117,11 +114,12 @@ def pooled_table(frame: pd.DataFrame) -> pd.DataFrame:
                     & (usable["grad_evals"].astype("float64") > 0)]
     rows = []
     for key, sub in usable.groupby(list(KEYS), sort=False, dropna=False):
-        for column in figure_columns(frame):
+        for column in figure_columns(frame, figures):
             have = sub[np.isfinite(sub[column].astype("float64"))]
             if have.empty or have[column].nunique() < 2:
                 continue
-            rows.append({**dict(zip(KEYS, key)), **_fit(have, column)})
+            rows.append({**dict(zip(KEYS, key)),
+                         **_fit(have, column, figures.measure(column) in CERTIFIED_RADII)})
     out = pd.DataFrame(rows, columns=list(POOLED_COLUMNS))
     for col in ("n", "seed", "n_obs", "n_runs"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")

@@ -21,28 +21,17 @@ from typing import Any
 import pandas as pd
 
 from .attack_sets import column_notes, legend
-from .columns import (
-    HALF_EPS_PREFIX,
-    MIN_RADIUS,
-    RADIUS_PREFIX,
-    SETTINGS,
-    SKIPPED,
-    SPLIT_ORDER,
-    STRING_COLUMNS,
-    bounds,
-    is_bound,
-    split_columns,
-)
+from .columns import SETTINGS, SKIPPED, SPLIT_ORDER, STRING_COLUMNS, bounds, is_bound
+from .figures import HALF_EPS, MEDIAN, MIN_RADIUS_FIGURE, RADIUS, FigureIndex
 from .formatting import format_value, is_missing
 from .markup import markdown_html
 
 TRAJECTORY_VIEW = ("run", "epoch", "grad_evals", "step", "train_wall_s", "log10_loss",
                    "train_acc", "test_acc", "rho", "normalized_margin", "smoothed_margin",
-                   MIN_RADIUS, "n_flags")
+                   MIN_RADIUS_FIGURE.column({}), "n_flags")
 # Measures shown in the compact robustness tables (every column is in the CSV); certified
 # accuracies only where one is not 0 (the radii say more).
-SHOWN_MEASURES = ("aa", "cert", "median_dist", RADIUS_PREFIX.rstrip("_"),
-                  HALF_EPS_PREFIX.rstrip("_"))
+SHOWN_MEASURES = ("clean", "aa", "cert", MEDIAN, RADIUS, HALF_EPS)
 TITLE = "marginrobust leaderboard"
 INTRO = (
     "One row per (run, checkpoint, evaluation setting). Robustness columns are named "
@@ -108,9 +97,9 @@ def view(rows: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return rows[keep].reset_index(drop=True)
 
 
-def _nonzero(rows: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+def _nonzero(rows: pd.DataFrame, columns: Iterable[str], figures: FigureIndex) -> list[str]:
     """Columns without the certified accuracies that are 0 (or missing) everywhere."""
-    return [c for c in columns if not (c.startswith("cert_") and not is_bound(c)
+    return [c for c in columns if not (figures.measure(c) == "cert"
                                        and rows[c].fillna(0).eq(0).all())]
 
 
@@ -123,13 +112,15 @@ def _skipped_note(rows: pd.DataFrame) -> str:
             + "; ".join(found) + ".")
 
 
-def group_sections(frame: pd.DataFrame, plots: Mapping[tuple[str, str], Sequence[Path]],
+def group_sections(frame: pd.DataFrame, figures: FigureIndex,
+                   plots: Mapping[tuple[str, str], Sequence[Path]],
                    out_dir: Path, texts: Mapping[str, Mapping[str, str]] | None = None,
                    titles: Mapping[tuple[str, str], str] | None = None) -> list[Section]:
     """One section per (dataset, model): trajectory, robustness per split, figures.
 
     Args:
         frame: A leaderboard frame.
+        figures: The key of each of its robustness columns.
         plots: The PNGs per (dataset, model).
         out_dir: The folder the documents go to (figure paths are made relative to it).
         texts: Per settings id, what produced each measure
@@ -147,13 +138,14 @@ def group_sections(frame: pd.DataFrame, plots: Mapping[tuple[str, str], Sequence
         tables = [Table("Trajectory", view(rows, trajectory), f"g{i}-trajectory")]
         for split in [s for s in SPLIT_ORDER if f"clean_{s}" in rows
                       and rows[f"clean_{s}"].notna().any()]:
-            robust = split_columns(rows, split, SHOWN_MEASURES)
+            robust = figures.select(rows.columns, SHOWN_MEASURES, split)
             # Checkpoints not evaluated would only add rows of dashes.
             evaluated = rows[rows[robust].notna().any(axis=1)]
             shown = view(evaluated, ["run", "epoch", "grad_evals", *SETTINGS,
-                                      "normalized_margin", *_nonzero(evaluated, robust)])
+                                      "normalized_margin", *_nonzero(evaluated, robust, figures)])
             tables.append(Table(f"Robustness on {split} points", shown, f"g{i}-{split}",
-                                column_notes(shown.columns, evaluated["settings"], texts)))
+                                column_notes(shown.columns, evaluated["settings"], texts,
+                                             figures)))
         images = [Path(p).relative_to(out_dir).as_posix() for p in plots.get((dataset, model), [])]
         note = "" if len(tables) > 1 else "No checkpoint of these runs is evaluated yet."
         ids = rows["settings"] if "settings" in rows else []
@@ -209,8 +201,8 @@ def _bound_text(value: Any) -> str:
 def shown_columns(frame: pd.DataFrame) -> list[str]:
     """The columns a document shows: those of ``frame`` but the interval ends of a shown
     column (they go into its cells)."""
-    return [c for c in frame.columns
-            if not (is_bound(c) and c[:-3] in frame.columns)]
+    ends = {b for c in frame.columns for b in bounds(c)}
+    return [c for c in frame.columns if c not in ends]
 
 
 def cell_text(column: str, row: Mapping[str, Any]) -> str:

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from .attack_sets import column_notes
-from .columns import MEDIAN_PREFIX, SETTINGS, headline_columns, is_bound
+from .columns import SETTINGS
+from .figures import MEDIAN, FigureIndex
 from .matched import matched_summary
 from .pooled import COLLINEAR, MIN_POINTS
 from .render import Section, Table, view
@@ -20,23 +21,20 @@ from .seeds import KEYS as SEED_KEYS
 from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_SPEARMAN_MAX_N
 
 
-def _shown_figures(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if not is_bound(c)
-            and (c.startswith("aa_") or c.startswith(MEDIAN_PREFIX))]
-
-
-def seeds_section(seeds: pd.DataFrame,
+def seeds_section(seeds: pd.DataFrame, figures: FigureIndex,
                   texts: Mapping[str, Mapping[str, str]] | None = None) -> Section:
     """Mean and t-interval across seeds per configuration and checkpoint position.
 
     Args:
         seeds: :func:`marginrobust.report.seeds.seed_table`.
+        figures: The key of each robustness column of the leaderboard frame.
         texts: Per settings id, what produced each measure (column notes on the page).
     """
     shown = view(seeds, [*SEED_KEYS, "position", "n_seeds", "aligned_by", "grad_evals_mean",
-                         "epoch_mean", "normalized_margin", *_shown_figures(seeds)])
+                         "epoch_mean", "normalized_margin",
+                         *figures.select(seeds.columns, ["aa", MEDIAN])])
     most = int(seeds["n_seeds"].max()) if len(seeds) else 0
-    notes = column_notes(shown.columns, seeds["settings"], dict(texts or {}))
+    notes = column_notes(shown.columns, seeds["settings"], dict(texts or {}), figures)
     return Section("Across seeds", [Table("", shown, "seeds", notes)], note=(
         "Runs that differ only in their seed (same dataset, model and options, schedule, "
         "rate, data subsets and precision) form a configuration (`config`). Per "
@@ -49,13 +47,14 @@ def seeds_section(seeds: pd.DataFrame,
         "and figure is in `seeds.csv`."))
 
 
-def matched_section(matched: pd.DataFrame) -> Section:
+def matched_section(matched: pd.DataFrame, figures: FigureIndex) -> Section:
     """Schedules compared at equal gradient evaluations and at equal epochs.
 
     Args:
         matched: :func:`marginrobust.report.matched.matched_table`.
+        figures: The key of each robustness column of the leaderboard frame.
     """
-    summary = matched_summary(matched, headline_columns(matched["quantity"].unique()))
+    summary = matched_summary(matched, figures.headline(matched["quantity"].unique()))
     note = ("For each pair of runs that differ only in their schedule (same dataset, model, "
             "options and seed), each run in turn is the anchor `run_a`: at its evaluated "
             "checkpoints the other run's γ̄ (interpolated in log γ̄ between its logged "
@@ -70,8 +69,8 @@ def matched_section(matched: pd.DataFrame) -> Section:
     return Section("Schedules at equal compute", [Table("", summary, "matched")], note=note)
 
 
-def _sentences(pooled: pd.DataFrame) -> str:
-    rows = pooled[pooled["column"].str.startswith("aa_")]
+def _sentences(pooled: pd.DataFrame, figures: FigureIndex) -> str:
+    rows = pooled[pooled["column"].isin(figures.select(pooled["column"], ["aa"]))]
     out = []
     for row in rows.to_dict("records"):
         setting = ", ".join(f"{k}={row[k]}" for k in SETTINGS if not pd.isna(row[k]))
@@ -81,11 +80,12 @@ def _sentences(pooled: pd.DataFrame) -> str:
     return " ".join(out)
 
 
-def pooled_section(pooled: pd.DataFrame) -> Section:
+def pooled_section(pooled: pd.DataFrame, figures: FigureIndex) -> Section:
     """The pooled fit robustness ~ a + b·log10 γ̄ + c·log10(grad_evals), with its words.
 
     Args:
         pooled: :func:`marginrobust.report.pooled.pooled_table`.
+        figures: The key of each robustness column of the leaderboard frame.
     """
     shown = view(pooled.drop(columns=["a"]), [c for c in pooled.columns if c != "a"])
     note = ("Per dataset, model and evaluation setting, over every fitted checkpoint (training "
@@ -101,7 +101,7 @@ def pooled_section(pooled: pd.DataFrame) -> Section:
             f"{COLLINEAR} in absolute value the two are collinear and no fit is reported; "
             f"fewer than {MIN_POINTS} checkpoints are not fitted. The certified-radius rows "
             "are near-tautological (the Lipschitz radius is γ̄ over a Lipschitz bound).")
-    sentences = _sentences(pooled)
+    sentences = _sentences(pooled, figures)
     if sentences:
         note += " " + sentences
     elif pooled.empty:
@@ -128,13 +128,16 @@ def statistics_section() -> Section:
 
 
 def figure_sections(seeds: pd.DataFrame, matched: pd.DataFrame, pooled: pd.DataFrame,
+                    figures: FigureIndex,
                     texts: Mapping[str, Mapping[str, str]] | None = None) -> Sequence[Section]:
     """The seeds, matched-compute and pooled-fit sections, in the board's order.
 
     Args:
         seeds: :func:`~.seeds.seed_table`.
-        matched: :func:`~.compute.matched_table`.
+        matched: :func:`~.matched.matched_table`.
         pooled: :func:`~.pooled.pooled_table`.
+        figures: The key of each robustness column of the leaderboard frame.
         texts: Per settings id, what produced each measure.
     """
-    return [seeds_section(seeds, texts), matched_section(matched), pooled_section(pooled)]
+    return [seeds_section(seeds, figures, texts), matched_section(matched, figures),
+            pooled_section(pooled, figures)]

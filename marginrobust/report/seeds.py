@@ -18,15 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .columns import (
-    HALF_EPS_PREFIX,
-    LINK_PREFIXES,
-    MIN_RADIUS,
-    SETTINGS,
-    bounds,
-    is_bound,
-)
-from .intervals import is_accuracy
+from .columns import SETTINGS, bounds
+from .figures import AVERAGED, FigureIndex
 from .run_groups import RunConfig
 from .stats import t_interval
 
@@ -38,15 +31,14 @@ SEED_COLUMNS = (*KEYS, "position", "n_seeds", "runs", "aligned_by", "epoch_mean"
                 "grad_evals_mean", "grad_evals_min", "grad_evals_max")
 
 
-def figure_columns(frame: pd.DataFrame) -> list[str]:
+def figure_columns(frame: pd.DataFrame, figures: FigureIndex) -> list[str]:
     """The point figures of a frame that seeds are averaged over (bounds left out).
 
     Args:
         frame: A leaderboard frame.
+        figures: The key of each of its robustness columns.
     """
-    heads = (*LINK_PREFIXES, HALF_EPS_PREFIX, "clean_")
-    return [c for c in frame.columns
-            if (c.startswith(heads) or c == MIN_RADIUS) and not is_bound(c)]
+    return figures.select(frame.columns, AVERAGED)
 
 
 def _positions(sub: pd.DataFrame, coordinate: str) -> dict[int, list[dict[str, Any]]]:
@@ -68,12 +60,14 @@ def _positions(sub: pd.DataFrame, coordinate: str) -> dict[int, list[dict[str, A
     return out
 
 
-def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.DataFrame:
+def seed_table(frame: pd.DataFrame, figures: FigureIndex,
+               configs: Mapping[str, RunConfig]) -> pd.DataFrame:
     """Mean and 95 % t-interval across the seeds of each configuration and position.
 
     Args:
         frame: A leaderboard frame.
-        configs: Per run label, its configuration (:func:`~.configs.run_configs`).
+        figures: The key of each of its robustness columns.
+        configs: Per run label, its configuration (:func:`~.run_groups.run_configs`).
 
     Returns:
         One row per (dataset, model, configuration, setting, position): the identity
@@ -81,7 +75,7 @@ def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.Data
         the seeds with ``_lo`` / ``_hi`` (empty with one seed: ``n_seeds`` is then 1;
         cut to [0, 1] for accuracies).
     """
-    metrics = [*TRAJECTORY_METRICS, *figure_columns(frame)]
+    metrics = [*TRAJECTORY_METRICS, *figure_columns(frame, figures)]
     columns = [*SEED_COLUMNS, *[c for m in metrics for c in (m, *bounds(m))]]
     evaluated = frame[frame["settings"].notna()] if "settings" in frame else frame.iloc[:0]
     if evaluated.empty:
@@ -106,7 +100,7 @@ def seed_table(frame: pd.DataFrame, configs: Mapping[str, RunConfig]) -> pd.Data
                 values = [float(m[metric]) if not pd.isna(m[metric]) else np.nan
                           for m in members]
                 mean, lo, hi, _ = t_interval(values)
-                if is_accuracy(metric) or metric in PROPORTIONS:
+                if figures.is_accuracy(metric) or metric in PROPORTIONS:
                     # A mean of proportions lies in [0, 1]: so does its interval.
                     lo, hi = max(lo, 0.0), min(hi, 1.0)
                 row.update({metric: mean, **dict(zip(bounds(metric), (lo, hi)))})

@@ -1,7 +1,8 @@
 """Records and metrics → the leaderboard's tables (pandas frames).
 
-:func:`build_tables` gives the leaderboard frame and the settings table of some loaded runs;
-:func:`leaderboard_frame` reads the runs too. The frame has one row per (run, checkpoint,
+:func:`build_tables` gives the leaderboard frame, the settings table and the index of the
+robustness columns of some loaded runs; :func:`leaderboard_tables` and
+:func:`leaderboard_frame` read the runs too. The frame has one row per (run, checkpoint,
 evaluation setting). Its columns:
 
 * identity (strings, except ``width``): ``run`` (the folder's name), ``run_dir`` (the path
@@ -17,27 +18,13 @@ evaluation setting). Its columns:
   of rolled-back epochs included), ``train_wall_s, log10_loss, train_acc, test_acc, rho,
   homogeneity_order`` (L), ``normalized_margin, product_margin, smoothed_margin``;
 * robustness, from ``eval/records.jsonl`` (empty for a checkpoint not evaluated):
-
-  ==================================  ====================================================
-  ``n_flags``                         distinct consistency violations in its records
-  ``min_certified_radius_train_L2``   smallest Lipschitz-certified L2 radius over the
-                                      evaluated training points
-  ``clean_{split}``                   clean accuracy on the evaluated points of the split
-  ``aa_{split}_{norm}_{eps}``         AutoAttack robust accuracy
-  ``cert_{split}_{norm}_{eps}``       certified accuracy (Lipschitz or IBP certificate)
-  ``worst_{split}_{norm}_{eps}``      per point, the worst case over every attack run
-  ``median_dist_{split}_{norm}``      median minimal adversarial distance: the smallest
-                                      median among the minimal-norm attacks run (those the
-                                      attack registry marks so) — each bounds the true
-                                      minimal distance from above, hence so does the
-                                      smallest median
-  ``skipped``                         figures that could not be computed, with the reason
-                                      (their cells are empty, never 0)
-  ==================================  ====================================================
-
-  ``split`` is ``test`` or ``train``, ``norm`` ``L2`` or ``Linf``, and ``eps`` is written with
-  4 significant digits (``0.5``, ``1``, ``0.03137`` for 8/255), more only where two budgets
-  would otherwise share a name.
+  ``n_flags`` (distinct consistency violations in its records), one column per figure
+  (clean, AutoAttack, certified and worst-case accuracies per split, norm and ε, median
+  minimal distances, the smallest Lipschitz radius: named and indexed by
+  :mod:`marginrobust.report.figures`; a median distance is the smallest median among the
+  minimal-norm attacks run, each an upper bound of the true minimal distance) and
+  ``skipped``, the figures that could not be computed with the reason (their cells are
+  empty, never 0).
 
 Counts (``epoch, step, grad_evals, homogeneity_order, n_flags, n, seed``) are pandas
 ``Int64``; every other column but the identity strings is float64.
@@ -61,12 +48,9 @@ import pandas as pd
 
 from ..evaluate.store import canonical_json
 from .columns import (
-    ACCURACY_PREFIXES,
     IDENTITY,
     INTEGER_COLUMNS,
-    MEDIAN_PREFIX,
     METRIC_NAMES,
-    MIN_RADIUS,
     SETTINGS,
     SKIPPED,
     STRING_COLUMNS,
@@ -74,8 +58,17 @@ from .columns import (
     eps_labels,
     split_rank,
 )
+from .figures import (
+    ACCURACY_METHODS,
+    HALF_EPS,
+    MEDIAN,
+    MIN_RADIUS_FIGURE,
+    RADIUS,
+    Figure,
+    FigureIndex,
+)
 from .intervals import with_intervals
-from .loader import RunData, load_all_distances, load_all_radii, load_runs
+from .loader import LIPSCHITZ, RunData, load_all_distances, load_all_radii, load_runs
 from .methods import minimal_norm_methods
 
 SETTINGS_COLUMNS = ("settings", "method", "config")
@@ -91,10 +84,12 @@ Signature = tuple[tuple[OptionKey, str], ...]
 
 @dataclass
 class Tables:
-    """The leaderboard frame and the settings table that explains its ``settings`` ids."""
+    """The leaderboard frame, the settings table that explains its ``settings`` ids, and
+    the index of its robustness columns."""
 
     frame: pd.DataFrame
     settings: pd.DataFrame
+    figures: FigureIndex
 
 
 @dataclass
@@ -243,42 +238,52 @@ def _figures(records: list[dict[str, Any]], labels: dict[float, str],
     row: dict[str, Any] = {}
     flags: set[str] = set()
     skipped: dict[str, None] = {}
+
+    def smallest(figure: Figure, value: float) -> None:
+        name = figure.column(labels)
+        row[name] = min(row.get(name, value), value)
+
     for rec in records:
         split, method, norm = rec["split"], rec["method"], rec["norm"]
         flags.update(rec["flags"])
         if rec["skipped"]:
             skipped[f"{method}: {rec['skipped']}"] = None
-        if rec["clean_acc"] is not None and row.get(f"clean_{split}") is None:
-            row[f"clean_{split}"] = rec["clean_acc"]
-        if method in ACCURACY_PREFIXES:
-            name = f"{ACCURACY_PREFIXES[method]}_{split}_{norm}_{labels[rec['eps']]}"
-            row[name] = rec["robust_acc"]
+        clean = Figure("clean", split).column(labels)
+        if rec["clean_acc"] is not None and row.get(clean) is None:
+            row[clean] = rec["clean_acc"]
+        if method in ACCURACY_METHODS:
+            row[Figure(ACCURACY_METHODS[method], split, norm, rec["eps"]).column(labels)] = (
+                rec["robust_acc"])
         if method in minimal and rec["median_distance"] is not None:
-            name = f"{MEDIAN_PREFIX}{split}_{norm}"
-            row[name] = min(row.get(name, rec["median_distance"]), rec["median_distance"])
-        if (method, split, norm) == ("certify-lipschitz", "train", "L2") and (
+            smallest(Figure(MEDIAN, split, norm), rec["median_distance"])
+        if (method, split, norm) == (LIPSCHITZ, "train", "L2") and (
                 rec["min_distance"] is not None):
-            row[MIN_RADIUS] = min(row.get(MIN_RADIUS, rec["min_distance"]), rec["min_distance"])
+            smallest(MIN_RADIUS_FIGURE, rec["min_distance"])
     row["n_flags"] = len(flags)
     if skipped:
         row[SKIPPED] = "; ".join(skipped)
     return row
 
 
-def _robust_order(records: Iterable[dict[str, Any]], labels: dict[float, str]) -> list[str]:
-    """Robustness column names in reading order: split, then norm, then measure, then ε."""
+def _robust_order(records: Iterable[dict[str, Any]]) -> list[Figure]:
+    """Robustness figures in reading order: split, then norm, then measure, then ε; the
+    certified-radius figures of the Lipschitz records last (their columns are placed by
+    :func:`~marginrobust.report.intervals.with_intervals`)."""
     budgets: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
+    radii: set[tuple[str, str]] = set()
     for rec in records:
         budgets[rec["split"]][rec["norm"]].add(rec["eps"])
-    order = [MIN_RADIUS]
+        if rec["method"] == LIPSCHITZ:
+            radii.add((rec["split"], rec["norm"]))
+    order = [MIN_RADIUS_FIGURE]
     for split in sorted(budgets, key=split_rank):
-        order.append(f"clean_{split}")
+        order.append(Figure("clean", split))
         for norm in sorted(budgets[split]):
-            for prefix in ACCURACY_PREFIXES.values():
-                order += [f"{prefix}_{split}_{norm}_{labels[e]}"
-                          for e in sorted(budgets[split][norm])]
-            order.append(f"{MEDIAN_PREFIX}{split}_{norm}")
-    return [*order, SKIPPED]
+            for measure in ACCURACY_METHODS.values():
+                order += [Figure(measure, split, norm, e) for e in sorted(budgets[split][norm])]
+            order.append(Figure(MEDIAN, split, norm))
+    order += [Figure(m, split, norm) for split, norm in sorted(radii) for m in (RADIUS, HALF_EPS)]
+    return order
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -305,13 +310,13 @@ def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _settings_table(groups: list[_Group], ids: dict[Signature, str]) -> pd.DataFrame:
-    configs: dict[str, dict[str, None]] = defaultdict(dict)
+    configs: dict[str, dict[tuple[str, str], None]] = defaultdict(dict)
     for group in groups:
         for rec in group.records:
-            configs[ids[group.signature]][f"{rec['method']}\0{rec['config']}"] = None
+            configs[ids[group.signature]][(str(rec["method"]), str(rec["config"]))] = None
     rows = [{"settings": sid, "method": m, "config": c or NOT_RECORDED}
             for sid in sorted(configs, key=lambda s: (len(s), s))
-            for m, c in sorted(k.split("\0", 1) for k in configs[sid])]
+            for m, c in sorted(configs[sid])]
     return pd.DataFrame(rows, columns=list(SETTINGS_COLUMNS))
 
 
@@ -326,7 +331,9 @@ def build_tables(runs: Sequence[RunData], minimal: Collection[str] | None = None
     Returns:
         ``frame``: rows by run, then epoch, then setting; robustness columns for every
         (split, norm, ε) evaluated in any run (empty elsewhere). ``settings``: one row per
-        (settings id, method) with the method's options as canonical JSON.
+        (settings id, method) with the method's options as canonical JSON. ``figures``:
+        the key of every robustness column, and of the certified-radius columns
+        :func:`~marginrobust.report.intervals.with_intervals` adds.
     """
     records = [r for run in runs for r in run.records]
     if minimal is None:
@@ -354,10 +361,35 @@ def build_tables(runs: Sequence[RunData], minimal: Collection[str] | None = None
                       **trajectory} for name, trajectory in trajectories.items()
                      if name not in evaluated]
         rows += sorted(run_rows, key=_sort_key)
+    order = _robust_order(records)
+    robust = [*(f.column(labels) for f in order), SKIPPED]
     columns = [*IDENTITY, *SETTINGS, *TRAJECTORY, "n_flags",
-               *[c for c in _robust_order(records, labels) if any(c in r for r in rows)]]
+               *[c for c in robust if any(c in r for r in rows)]]
     frame = _typed(pd.DataFrame(rows, columns=columns))
-    return Tables(frame, _settings_table(groups, ids))
+    return Tables(frame, _settings_table(groups, ids), FigureIndex.of(order, labels))
+
+
+def leaderboard_tables(run_dirs: Sequence[Path | str], on_corrupt: str = "error") -> Tables:
+    """The tables of some run folders, the frame with its intervals.
+
+    Args:
+        run_dirs: Run folders (each with ``run.json``; ``eval/`` may be missing).
+        on_corrupt: ``error`` (default) or ``warn``: what a corrupt line in the middle of
+            ``metrics.jsonl`` or ``records.jsonl`` does (a torn last line is dropped).
+
+    Returns:
+        :class:`Tables`: the frame described in the module docstring with its intervals,
+        the settings table and the index of the robustness columns.
+
+    Raises:
+        UserError: A path is not a run folder, one is given twice, or a file is damaged.
+    """
+    runs = load_runs(run_dirs, on_corrupt)
+    minimal = minimal_norm_methods(r for run in runs for r in run.records)
+    tables = build_tables(runs, minimal)
+    frame = with_intervals(tables.frame, tables.figures, load_all_distances(runs, minimal),
+                           load_all_radii(runs))
+    return Tables(frame, tables.settings, tables.figures)
 
 
 def leaderboard_frame(run_dirs: Sequence[Path | str], on_corrupt: str = "error",
@@ -375,7 +407,4 @@ def leaderboard_frame(run_dirs: Sequence[Path | str], on_corrupt: str = "error",
     Raises:
         UserError: A path is not a run folder, one is given twice, or a file is damaged.
     """
-    runs = load_runs(run_dirs, on_corrupt)
-    minimal = minimal_norm_methods(r for run in runs for r in run.records)
-    frame = build_tables(runs, minimal).frame
-    return with_intervals(frame, load_all_distances(runs, minimal), load_all_radii(runs))
+    return leaderboard_tables(run_dirs, on_corrupt).frame
