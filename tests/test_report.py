@@ -33,10 +33,19 @@ from marginrobust.errors import UserError
 from marginrobust.evaluate.store import ArrayKey
 from marginrobust.registry import ATTACKS
 from marginrobust.report.board import write_leaderboard
-from marginrobust.report.columns import INTEGER_COLUMNS, STRING_COLUMNS, eps_labels
+from marginrobust.report.columns import (
+    IDENTITY,
+    INTEGER_COLUMNS,
+    SETTINGS,
+    SKIPPED,
+    STRING_COLUMNS,
+    TRAJECTORY,
+    eps_labels,
+    is_bound,
+)
 from marginrobust.report.compare import compare, compare_plot, format_compare
 from marginrobust.report.correlations import link_statistics
-from marginrobust.report.figures import FigureIndex
+from marginrobust.report.figures import MEDIAN, Figure, FigureIndex
 from marginrobust.report.guard import MARKER
 from marginrobust.report.loader import (
     load_all_distances,
@@ -284,6 +293,30 @@ def test_frame_rows_columns_and_dtypes(frame: pd.DataFrame) -> None:
         "aa_train_L2_0.5")
     # Nothing was skipped, so there is no column saying what was.
     assert "skipped" not in frame.columns
+
+
+def test_every_robustness_column_has_its_typed_key(runs: dict[str, Path]) -> None:
+    tables = leaderboard_tables(list(runs.values()))
+    frame, index = tables.frame, tables.figures
+    others = {*IDENTITY, *SETTINGS, *TRAJECTORY, "n_flags", SKIPPED}
+    figures = [c for c in frame.columns if c not in others and not is_bound(c)]
+    # Every figure column is in the index.
+    assert figures and set(figures) <= set(index)
+    # Each key names its own column again.
+    labels = eps_labels(f.eps for f in index.values() if f.eps is not None)
+    assert all(f.column(labels) == name for name, f in index.items())
+    assert index["aa_train_Linf_0.03137"] == Figure("aa", "train", "Linf", 8 / 255)
+    assert index["median_dist_test_L2"] == Figure(MEDIAN, "test", "L2")
+    # The queries: budgets in ε order, test split first, the smallest budget per pair.
+    assert index.eps_columns(frame, "aa", "test", "L2") == {0.5: "aa_test_L2_0.5",
+                                                            1.0: "aa_test_L2_1"}
+    assert index.split_norms(frame) == [("test", "L2"), ("test", "Linf"), ("train", "L2"),
+                                        ("train", "Linf")]
+    assert index.headline(frame.columns) == ["aa_test_L2_0.5", "aa_test_Linf_0.03137",
+                                             "aa_train_L2_0.5", "aa_train_Linf_0.03137"]
+    assert index.select(frame.columns, ["clean"]) == ["clean_test", "clean_train"]
+    assert index.is_accuracy("worst_test_L2_1") and not index.is_accuracy("aa_test_L2_1_lo")
+    assert index.measure("normalized_margin") is None
 
 
 def test_frame_values(frame: pd.DataFrame) -> None:
