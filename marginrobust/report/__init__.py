@@ -14,19 +14,18 @@ readers; never ``cli`` or the pipeline):
 * :mod:`.intervals` — the 95 % intervals of the leaderboard's figures;
 * :mod:`.tables` — records and metrics → the leaderboard frame and the settings table;
 * :mod:`.run_groups` — which runs are seeds of one configuration, or differ in the schedule;
-* :mod:`.seeds` — means and intervals across seeds;
-* :mod:`.pooled` — the pooled fit separating the margin from training time;
-* :mod:`.correlations` — Spearman's ρ between the normalized margin and robustness;
-* :mod:`.depth` — the deep trajectories: depth table, figures and board section;
-* :mod:`.certified` — certified accuracy and radius per certifier (a long table), its
-  margin link and board section;
-* :mod:`.matched` — schedules compared at equal gradient evaluations and epochs;
 * :mod:`.labels` — titles that say what the data are;
-* :mod:`.plot_base`, :mod:`.plots_seeds`, :mod:`.plots` — figures, drawn from data they
-  receive;
+* :mod:`.plot_base` — what every figure shares;
 * :mod:`.attack_sets`, :mod:`.markup` — what produced each column; notes as HTML;
-* :mod:`.render` — Markdown and HTML (style sheet and script are package data files);
-* :mod:`.sections` — the sections on seeds, matched compute, the pooled fit, statistics;
+* :mod:`.render` — Markdown and HTML (style sheet and script are package data files), the
+  per-(dataset, model) sections and the settings section;
+* topics, each owning its table, its board section and its figure where it has one:
+  :mod:`.seeds` (means and intervals across seeds), :mod:`.pooled` (the pooled fit
+  separating the margin from training time), :mod:`.correlations` (Spearman's ρ between
+  the normalized margin and robustness), :mod:`.matched` (schedules at equal gradient
+  evaluations and epochs), :mod:`.depth` (the deep trajectories), :mod:`.certified`
+  (certified accuracy and radius per certifier, a long table, and its margin link);
+* :mod:`.plots` — the per-(dataset, model) figures;
 * :mod:`.guard` — which folders the leaderboard may write into;
 * :mod:`.board` — :func:`write_leaderboard`;
 * :mod:`.compare` — checkpoints side by side;

@@ -1,8 +1,10 @@
 """Write a leaderboard: tables, link statistics, figures and pages, into a board folder.
 
 The one function that composes the report's layers: read the runs (loader), build the
-tables and links, draw the figures, render the pages and write every file atomically with
-the umask's permissions. It writes only into a folder it may write into
+tables of each topic (seeds, matched compute, pooled fit, links, depth, certified), draw
+the figures, put the topics' sections in the board's order (with the statistics section,
+which belongs to no one topic), render the pages and write every file atomically with the
+umask's permissions. It writes only into a folder it may write into
 (:mod:`marginrobust.report.guard`).
 """
 
@@ -19,7 +21,7 @@ from ..io import atomic_write_text
 from .attack_sets import setting_texts
 from .certified import certified_links, certified_section, certified_table
 from .columns import slug
-from .correlations import link_statistics
+from .correlations import link_statistics, links_section
 from .depth import deep_runs, depth_plot, depth_section, depth_seeds_plot, depth_table
 from .figures import FigureIndex
 from .formatting import json_records
@@ -27,14 +29,14 @@ from .guard import PLOTS_DIR, check_board_folder, finish_board
 from .intervals import with_intervals
 from .labels import group_titles
 from .loader import load_all_distances, load_all_radii, load_runs
-from .matched import matched_table
+from .matched import matched_section, matched_table
 from .methods import minimal_norm_methods
 from .plots import write_plots
-from .pooled import pooled_table
-from .render import Section, group_sections, html_page, links_section, markdown, settings_section
+from .pooled import pooled_section, pooled_table
+from .render import Section, group_sections, html_page, markdown, settings_section
 from .run_groups import RunConfig, run_configs
-from .sections import figure_sections, statistics_section
-from .seeds import seed_table
+from .seeds import seed_table, seeds_section
+from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXACT_SPEARMAN_MAX_N
 from .tables import build_tables
 
 NOTES = "NOTES.md"
@@ -92,6 +94,39 @@ def _depth_plots(frame: pd.DataFrame, figures: FigureIndex, metrics: dict[str, p
         if path is not None:
             out.append(path)
     return out
+
+
+def statistics_section() -> Section:
+    """How every interval, p-value and fit of the board is computed."""
+    return Section("Statistics", [], note=(
+        "All intervals are 95 %. Accuracies (`clean`, `aa`, `worst`, `cert`): Wilson score "
+        "intervals from the row's `n` points (exact, no sampling). Median distances and the "
+        "certified-radius figures: percentile bootstrap over the evaluated points, "
+        f"{BOOTSTRAP_RESAMPLES:,} resamples, numpy `default_rng({BOOTSTRAP_SEED})` drawn "
+        "afresh for each figure (so the board regenerates byte for byte); a median distance "
+        "is the smallest median among the minimal-norm attacks, and each resample applies "
+        "the same points to every attack. Spearman: two-sided p exact over every pairing up "
+        f"to {EXACT_SPEARMAN_MAX_N} checkpoints, else the t approximation of "
+        "`scipy.stats.spearmanr`; interval by Fisher's z with the Bonett–Wright standard "
+        "error sqrt((1 + ρ²/2)/(n − 3)) (none for n ≤ 3; at |ρ| = 1 the far end is that of "
+        "the nearest attainable ρ). Seeds: Student-t interval of the mean. Pooled fit: OLS "
+        "with standard errors clustered by run (CR1) and t(runs − 1)."))
+
+
+def figure_sections(seeds: pd.DataFrame, matched: pd.DataFrame, pooled: pd.DataFrame,
+                    figures: FigureIndex,
+                    texts: Mapping[str, Mapping[str, str]] | None = None) -> Sequence[Section]:
+    """The seeds, matched-compute and pooled-fit sections, in the board's order.
+
+    Args:
+        seeds: :func:`~.seeds.seed_table`.
+        matched: :func:`~.matched.matched_table`.
+        pooled: :func:`~.pooled.pooled_table`.
+        figures: The key of each robustness column of the leaderboard frame.
+        texts: Per settings id, what produced each measure.
+    """
+    return [seeds_section(seeds, figures, texts), matched_section(matched, figures),
+            pooled_section(pooled, figures)]
 
 
 def write_leaderboard(run_dirs: Sequence[Path | str], out_dir: Path | str, force: bool = False,

@@ -6,7 +6,8 @@ Each ρ comes with its number of checkpoints, a two-sided p-value and a 95 % int
 (:func:`marginrobust.report.stats.spearman_test`: exact permutation p up to 8 checkpoints,
 Fisher z with the Bonett–Wright standard error). Along one run the margin usually rises
 with training time, so ``margin_time_fitted`` (Spearman of γ̄ with the epoch over the
-fitted checkpoints) says when a link with γ̄ is, rank for rank, a link with time.
+fitted checkpoints) says when a link with γ̄ is, rank for rank, a link with time. The
+table (:func:`link_statistics`) and its board section (:func:`links_section`) live here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from .columns import SETTINGS, bounds, fitted
 from .figures import CERTIFIED_RADII, LINKED, FigureIndex
 from .pooled import NEAR_TAUTOLOGICAL
+from .render import Section, Table, view
 from .stats import spearman_test
 
 LINK_COLUMNS = ("run", "dataset", "model", *SETTINGS, "column", "n_checkpoints", "spearman",
@@ -94,3 +96,25 @@ def link_statistics(frame: pd.DataFrame, figures: FigureIndex) -> pd.DataFrame:
     for col in ("n", "seed", "n_checkpoints", "n_fitted"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")
     return out
+
+
+def links_section(links: pd.DataFrame) -> Section:
+    """The link table with its explanation.
+
+    Args:
+        links: :func:`marginrobust.report.correlations.link_statistics`.
+    """
+    shown = view(links.drop(columns=["dataset", "model"]), links.columns)
+    return Section("Margin–robustness link", [Table("", shown, "links")], note=(
+        "Spearman rank correlation, per run and evaluation setting, between the normalized "
+        "margin and each robustness column across checkpoints (`spearman`, over "
+        "`n_checkpoints`), and across the fitted checkpoints only (training accuracy 1 or "
+        "summed loss below log 2: `spearman_fitted`, over `n_fitted`, where the margin "
+        "theory applies), each with its 95 % interval in brackets and two-sided p-value "
+        "(`_p`). Empty with fewer than 3 checkpoints or a constant column; with few "
+        "checkpoints even ±1 is weak evidence. `margin_time_fitted` is the Spearman of γ̄ "
+        "with the epoch over the fitted checkpoints: at 1 the margin only rose, so a link "
+        "with γ̄ is rank for rank the same link with training time (the pooled fit below "
+        "separates them where the data allow). Links of certified radii are marked "
+        "near-tautological (`note`): for these homogeneous nets the Lipschitz radius is γ̄ "
+        "over a Lipschitz bound, so it follows the margin by construction."))

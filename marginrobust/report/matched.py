@@ -13,7 +13,9 @@ evaluation count (``match = grad_evals``) and at the same epoch (``match = epoch
 * each robustness figure linearly between the other run's evaluated checkpoints of the
   same setting (``n``, ``seed``, ``settings``).
 
-Nothing is extrapolated: anchors outside the other run's range are left out.
+Nothing is extrapolated: anchors outside the other run's range are left out. The table
+(:func:`matched_table`), its summary and its board section (:func:`matched_section`) live
+here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pandas as pd
 
 from .columns import SETTINGS
 from .figures import FigureIndex
+from .render import Section, Table
 from .run_groups import RunConfig
 from .seeds import figure_columns
 
@@ -187,3 +190,25 @@ def matched_summary(matched: pd.DataFrame, headline: Sequence[str]) -> pd.DataFr
     for col in ("train_seed", "n", "seed"):
         out[col] = pd.to_numeric(out[col]).astype("float64").astype("Int64")
     return out
+
+
+def matched_section(matched: pd.DataFrame, figures: FigureIndex) -> Section:
+    """Schedules compared at equal gradient evaluations and at equal epochs.
+
+    Args:
+        matched: :func:`marginrobust.report.matched.matched_table`.
+        figures: The key of each robustness column of the leaderboard frame.
+    """
+    summary = matched_summary(matched, figures.headline(matched["quantity"].unique()))
+    note = ("For each pair of runs that differ only in their schedule (same dataset, model, "
+            "options and seed), each run in turn is the anchor `run_a`: at its evaluated "
+            "checkpoints the other run's γ̄ (interpolated in log γ̄ between its logged "
+            "epochs) and robustness (interpolated linearly between its evaluated "
+            "checkpoints) are read at the same gradient-evaluation count (`match` = "
+            "`grad_evals`) and at the same epoch (`match` = `epoch`); nothing is "
+            "extrapolated. Shown: the anchor's last matched checkpoint (`at`), the margin "
+            "ratio `gamma_ratio` = γ̄(a) / γ̄(b) and the differences a − b of the AutoAttack "
+            "accuracies; every checkpoint and figure is in `matched.csv`.")
+    if summary.empty:
+        note += " No two runs here differ only in their schedule."
+    return Section("Schedules at equal compute", [Table("", summary, "matched")], note=note)

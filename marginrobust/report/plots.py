@@ -40,7 +40,7 @@ from .plot_base import (
     panel_grid,
     save,
 )
-from .plots_seeds import seeds_plot
+from .seeds import seeds_plot
 from .series import DistanceTable, row_distances, series
 from .stats import wilson_bounds
 

@@ -167,28 +167,6 @@ def settings_section(settings: pd.DataFrame) -> Section:
         "are columns of their own."))
 
 
-def links_section(links: pd.DataFrame) -> Section:
-    """The link table with its explanation.
-
-    Args:
-        links: :func:`marginrobust.report.correlations.link_statistics`.
-    """
-    shown = view(links.drop(columns=["dataset", "model"]), links.columns)
-    return Section("Margin–robustness link", [Table("", shown, "links")], note=(
-        "Spearman rank correlation, per run and evaluation setting, between the normalized "
-        "margin and each robustness column across checkpoints (`spearman`, over "
-        "`n_checkpoints`), and across the fitted checkpoints only (training accuracy 1 or "
-        "summed loss below log 2: `spearman_fitted`, over `n_fitted`, where the margin "
-        "theory applies), each with its 95 % interval in brackets and two-sided p-value "
-        "(`_p`). Empty with fewer than 3 checkpoints or a constant column; with few "
-        "checkpoints even ±1 is weak evidence. `margin_time_fitted` is the Spearman of γ̄ "
-        "with the epoch over the fitted checkpoints: at 1 the margin only rose, so a link "
-        "with γ̄ is rank for rank the same link with training time (the pooled fit below "
-        "separates them where the data allow). Links of certified radii are marked "
-        "near-tautological (`note`): for these homogeneous nets the Lipschitz radius is γ̄ "
-        "over a Lipschitz bound, so it follows the margin by construction."))
-
-
 def _bound_text(value: Any) -> str:
     if is_missing(value):
         return "—"
