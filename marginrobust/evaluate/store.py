@@ -57,6 +57,7 @@ POINTS_FORMAT = 2
 NO_OPTIONS = "{}"
 # The config of records and arrays written before settings were stored: unknown.
 UNKNOWN = ""
+DISTANCE_FIELDS = ("median_distance", "min_distance")
 # The record fields a caller may fill from the checkpoint's context (where it sits on the
 # trajectory, its training metrics); the others are the evaluation's own.
 CONTEXT_FIELDS = ("epoch", "step", "train_wall_s", "log10_loss", "train_acc", "test_acc",
@@ -166,22 +167,20 @@ class EvalRecord:
         """A JSON object (no infinities: JSON has none)."""
         d = asdict(self)
         # An infinite distance (the attack failed on those points) is stored as null plus
-        # a marker, with the per-point arrays in the .npz.
-        for key in ("median_distance", "min_distance"):
-            if d[key] is not None and not math.isfinite(d[key]):
-                d[key] = None
-                d[f"{key}_infinite"] = True
-        return d
+        # a marker (infinities_restored reads it back); the per-point arrays are in the .npz.
+        infinite = [k for k in DISTANCE_FIELDS if d[k] is not None and not math.isfinite(d[k])]
+        return {**d, **{k: None for k in infinite}, **{f"{k}_infinite": True for k in infinite}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> EvalRecord:
         """The record of :meth:`to_json`'s object (unknown fields are ignored)."""
         names = {f.name for f in fields(cls)}
-        rec = cls(**{k: v for k, v in d.items() if k in names})
-        for key in ("median_distance", "min_distance"):
-            if d.get(f"{key}_infinite"):
-                setattr(rec, key, math.inf)
-        return rec
+        return cls(**{k: v for k, v in infinities_restored(d).items() if k in names})
+
+
+def infinities_restored(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``records.jsonl`` object with its infinite distances back (see :meth:`to_json`)."""
+    return {**d, **{k: math.inf for k in DISTANCE_FIELDS if d.get(f"{k}_infinite")}}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ Readers stop at nothing silently: a torn last line of ``metrics.jsonl`` or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import UserError
-from ..evaluate.store import EVAL_DIR, RECORDS, ArrayKey
+from ..evaluate.store import EVAL_DIR, RECORDS, ArrayKey, infinities_restored
 from ..io import RUN_FILE, read_jsonl, read_run_json
 from ..train.checkpoints import list_checkpoints
 from ..train.metrics_log import JSONL as METRICS_FILE
@@ -88,10 +87,7 @@ def normalize_record(raw: dict[str, Any]) -> dict[str, Any]:
     Args:
         raw: One object of ``records.jsonl``.
     """
-    rec = {**RECORD_DEFAULTS, **raw}
-    for key in ("median_distance", "min_distance"):
-        if raw.get(f"{key}_infinite"):
-            rec[key] = math.inf
+    rec = {**RECORD_DEFAULTS, **infinities_restored(raw)}
     rec["eps"] = float(rec["eps"])
     rec["config"] = rec["config"] or ""
     rec["flags"] = tuple(rec["flags"] or ())
