@@ -39,11 +39,13 @@ def test_compare_marks_differences_of_other_settings_in_the_table(two_runs):
     table = compare([a, b])
     marked = [c for c in table.columns if c.endswith(OTHER_SETTINGS)]
     assert marked == [f"Δ {table.columns[1]}{OTHER_SETTINGS}"]
+    assert table.attrs["other_settings"] is True
     text = format_compare(table)
     assert "WARNING" in text and "--settings" in text
     # The same runs compared with themselves: like with like, nothing marked.
     same = compare([a, a])
     assert not [c for c in same.columns if c.endswith(OTHER_SETTINGS)]
+    assert same.attrs["other_settings"] is False
     assert "WARNING" not in format_compare(same)
 
 

@@ -125,7 +125,8 @@ def compare(paths: Sequence[Path | str], settings: str | None = None) -> pd.Data
             ``A``, ``B``...), so every difference compares like with like.
 
     Returns:
-        A float frame indexed by metric name; ``attrs["items"]`` lists each item's identity.
+        A float frame indexed by metric name; ``attrs["items"]`` lists each item's identity
+        and ``attrs["other_settings"]`` says whether a difference spans two settings.
 
     Raises:
         UserError: A path is missing, not a run folder, or not a checkpoint file.
@@ -138,14 +139,16 @@ def compare(paths: Sequence[Path | str], settings: str | None = None) -> pd.Data
     table = numbers.set_axis(rows["label"]).T
     first = table.columns[0]
     key = {r["label"]: tuple(str(r.get(k)) for k in SETTINGS) for r in rows.to_dict("records")}
+    other = [label for label in table.columns[1:] if key[label] != key[first]]
     for label in table.columns[1:]:
-        mark = "" if key[label] == key[first] else OTHER_SETTINGS
+        mark = OTHER_SETTINGS if label in other else ""
         table[f"Δ {label}{mark}"] = table[label] - table[first]
     table.index.name = "metric"
     table.columns.name = None
     table.attrs["items"] = [{"label": r["label"], **{k: json_value(r.get(k))
                                                     for k in ITEM_FIELDS if k in r}}
                             for r in rows.to_dict("records")]
+    table.attrs["other_settings"] = bool(other)
     return table
 
 
@@ -170,7 +173,7 @@ def format_compare(frame: pd.DataFrame, fmt: str = "table") -> str:
         body = tabulate(shown, headers=["metric", *frame.columns], disable_numparse=True,
                         colalign=["left", *["right"] * len(frame.columns)])
         warn = ""
-        if any(str(c).endswith(OTHER_SETTINGS) for c in frame.columns):
+        if frame.attrs.get("other_settings"):
             warn = ("\nWARNING: the columns marked [other settings] differ from the first in "
                     "their evaluation settings (points, seed or attack options, see the items "
                     "above), so their differences need not come from the models; pass "
