@@ -102,7 +102,7 @@ def links_section(links: pd.DataFrame) -> Section:
     """The link table with its explanation.
 
     Args:
-        links: :func:`marginrobust.report.correlations.link_statistics`.
+        links: :func:`link_statistics`.
     """
     shown = view(links.drop(columns=["dataset", "model"]), links.columns)
     return Section("Margin–robustness link", [Table("", shown, "links")], note=(

@@ -196,7 +196,7 @@ def matched_section(matched: pd.DataFrame, figures: FigureIndex) -> Section:
     """Schedules compared at equal gradient evaluations and at equal epochs.
 
     Args:
-        matched: :func:`marginrobust.report.matched.matched_table`.
+        matched: :func:`matched_table`.
         figures: The key of each robustness column of the leaderboard frame.
     """
     summary = matched_summary(matched, figures.headline(matched["quantity"].unique()))

@@ -143,7 +143,7 @@ def pooled_section(pooled: pd.DataFrame, figures: FigureIndex) -> Section:
     """The pooled fit robustness ~ a + b·log10 γ̄ + c·log10(grad_evals), with its words.
 
     Args:
-        pooled: :func:`marginrobust.report.pooled.pooled_table`.
+        pooled: :func:`pooled_table`.
         figures: The key of each robustness column of the leaderboard frame.
     """
     shown = view(pooled.drop(columns=["a"]), [c for c in pooled.columns if c != "a"])

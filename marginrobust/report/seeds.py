@@ -37,6 +37,7 @@ from .stats import t_interval
 TRAJECTORY_METRICS = ("log10_loss", "train_acc", "test_acc", "normalized_margin",
                       "smoothed_margin")
 PROPORTIONS = ("train_acc", "test_acc")
+MARGIN = "normalized_margin"
 KEYS = ("dataset", "model", "config", *SETTINGS)
 SEED_COLUMNS = (*KEYS, "position", "n_seeds", "runs", "aligned_by", "epoch_mean",
                 "grad_evals_mean", "grad_evals_min", "grad_evals_max")
@@ -127,7 +128,7 @@ def seeds_section(seeds: pd.DataFrame, figures: FigureIndex,
     """Mean and t-interval across seeds per configuration and checkpoint position.
 
     Args:
-        seeds: :func:`marginrobust.report.seeds.seed_table`.
+        seeds: :func:`seed_table`.
         figures: The key of each robustness column of the leaderboard frame.
         texts: Per settings id, what produced each measure (column notes on the page).
     """
@@ -146,9 +147,6 @@ def seeds_section(seeds: pd.DataFrame, figures: FigureIndex,
         "`grad_evals_mean` is the mean count of the aligned checkpoints (the spread is in "
         f"`seeds.csv`). The most seeds of any configuration here: {most}. Every metric "
         "and figure is in `seeds.csv`."))
-
-
-MARGIN = "normalized_margin"
 
 
 def seeds_plot(seeds: pd.DataFrame, figures: FigureIndex, out_png: str | Path,
