@@ -19,8 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "leaderboard"
 TRAJECTORY = BOARD / "trajectory"
+CIFAR = ("imagefolder:cifar10-jpeg.tar.xz", "cnn")
 CONFIGS = {"digits CNN": ("digits", "cnn"), "digits MLP": ("digits", "mlp"),
-           "Fashion-MNIST MLP": ("fashion-mnist", "mlp")}
+           "Fashion-MNIST MLP": ("fashion-mnist", "mlp"), "CIFAR-10 (JPEG) CNN": CIFAR}
 LOSS_BASED = "loss-based, lr=0.1"
 
 
@@ -97,6 +98,50 @@ def grid_claims() -> dict[str, str]:
     collapsed = final[final["train_acc"] == 0.0]
     for row in collapsed.to_dict("records"):
         out[f"{row['run']} collapsed"] = f"stuck at 10^{row['log10_loss']:.2f}"
+    return out
+
+
+def cifar_claims() -> dict[str, str]:
+    """Phrases of the CIFAR-10 (JPEG) reading: per schedule, the depth its runs reached;
+    per run, how γ̄ and the AutoAttack accuracies moved from its first fitted checkpoint to
+    its last; per schedule, the Lipschitz radius against FMN's distance at the runs' last
+    checkpoints, and that CROWN and the exact verifier did not run."""
+    board = _csv(BOARD, "leaderboard.csv")
+    rows = board[(board["dataset"] == CIFAR[0]) & (board["model"] == CIFAR[1])
+                 & board["settings"].notna()].sort_values("epoch")
+    out: dict[str, str] = {}
+    final = rows.groupby("run").tail(1)
+    for schedule, sub in final.groupby("schedule"):
+        out[f"cifar / {schedule} / depth"] = (
+            f"log10 𝓛 {sub['log10_loss'].max():.2f} to {sub['log10_loss'].min():.2f} after "
+            f"{sub['grad_evals'].min():,} to {sub['grad_evals'].max():,} gradient evaluations")
+    out["cifar / clean test"] = (f"clean test accuracy {final['clean_test'].min():.2f} to "
+                                 f"{final['clean_test'].max():.2f} at the last checkpoints")
+    for run, sub in rows.groupby("run"):
+        fit = sub[sub["train_acc"] == 1.0]
+        if len(fit) < 2:
+            continue
+        a, b = fit.iloc[0], fit.iloc[-1]
+        parts = [f"γ̄ grew {b['normalized_margin'] / a['normalized_margin']:.1f}-fold from "
+                 f"epoch {int(a['epoch']):,} to {int(b['epoch']):,}"]
+        for col in ("aa_train_L2_0.5", "aa_test_L2_0.5"):
+            parts.append(f"{col} {iv(a[col], a[col + '_lo'], a[col + '_hi'], 2)} → "
+                         f"{iv(b[col], b[col + '_lo'], b[col + '_hi'], 2)}")
+        out[f"cifar / {run} / trajectory"] = "; ".join(parts)
+    certified = _csv(BOARD, "certified.csv")
+    ends = certified.merge(final[["run", "checkpoint"]], on=["run", "checkpoint"])
+    lipschitz = ends[(ends["certifier"] == "lipschitz") & (ends["split"] == "train")
+                     & (ends["norm"] == "L2")]
+    for schedule, sub in lipschitz.groupby("schedule"):
+        fmn = final[final["schedule"] == schedule]["median_dist_train_L2"]
+        out[f"cifar / {schedule} / certified radius"] = (
+            f"median Lipschitz-certified L2 radius {sub['median_radius'].min():.2g} to "
+            f"{sub['median_radius'].max():.2g} against a median FMN distance of "
+            f"{fmn.min():.2f} to {fmn.max():.2f}")
+    skipped = ends[ends["certifier"].isin(["crown", "exact"]) & ends["skipped"].notna()]
+    out["cifar / certifiers skipped"] = (
+        f"CROWN and the exact verifier were skipped at all {len(final)} last checkpoints"
+        if len(skipped["run"].unique()) == len(final) else "CROWN or exact ran somewhere")
     return out
 
 
@@ -244,7 +289,7 @@ def _changes_text(changes: dict[str, list[float]]) -> str:
 
 # Which claims each document must quote: (claim maker, name pattern) per document.
 QUOTED = {
-    BOARD / "NOTES.md": [(grid_claims, r".*")],
+    BOARD / "NOTES.md": [(grid_claims, r".*"), (cifar_claims, r".*")],
     TRAJECTORY / "NOTES.md": [(trajectory_claims, r".*"), (seed_claims, r".*")],
     ROOT / "README.md": [
         (trajectory_claims, r"^digits-cnn-deep-s[01] / (depth|margin|growth|decreases"
@@ -252,7 +297,10 @@ QUOTED = {
         (trajectory_claims, r"^fashion-cnn-deep-s0 / (depth|margin|growth|late"
                             r"|aa_test_L2_1)$"),
         (seed_claims, r"^digits / final (margins|robustness)$"),
-        (grid_claims, r"^.* / matched margin ratio$")],
+        (grid_claims, r"^.* / matched margin ratio$"),
+        (grid_claims, r"^CIFAR-10 \(JPEG\) CNN / pooled / aa_t(rain|est)_L2_0.5$"),
+        (cifar_claims, r"^cifar / (cifar-cnn-fast-s[0-2] / trajectory|clean test"
+                       r"|certifiers skipped)$")],
 }
 
 
@@ -267,7 +315,7 @@ def test_reading_quotes_the_tables(document: Path) -> None:
 
 
 if __name__ == "__main__":
-    for make in (grid_claims, trajectory_claims, seed_claims):
+    for make in (grid_claims, cifar_claims, trajectory_claims, seed_claims):
         print(f"# {make.__name__}")
         for name, text in make().items():
             print(f"{name}: {text}")
