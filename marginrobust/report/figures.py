@@ -190,13 +190,3 @@ class FigureIndex(Mapping[str, Figure]):
             if key not in first or eps < first[key][0]:
                 first[key] = (eps, col)
         return [col for _, col in first.values()]
-
-    def with_figures(self, figures: Iterable[Figure],
-                     labels: Mapping[float, str]) -> FigureIndex:
-        """This index and some more figures.
-
-        Args:
-            figures: The keys to add.
-            labels: Names of the budgets.
-        """
-        return FigureIndex({**self._figures, **dict(FigureIndex.of(figures, labels))})

@@ -67,11 +67,9 @@ def _radius_figures(r: np.ndarray, split: str, norm: str) -> dict[str, float]:
     return out
 
 
-def _pairs(frame: pd.DataFrame, figures: FigureIndex,
-           radii: RadiusTable) -> list[tuple[str, str]]:
+def _pairs(medians: list[tuple[str, str, str]], radii: RadiusTable) -> list[tuple[str, str]]:
     """(split, norm) of the median-distance columns and of every stored radius."""
-    pairs = {(figures[c].split, str(figures[c].norm))
-             for c in figures.select(frame.columns, [MEDIAN])}
+    pairs = {(split, norm) for _, split, norm in medians}
     pairs |= {(k[0], k[1]) for found in radii.values() for k in found}
     return sorted(pairs)
 
@@ -104,7 +102,7 @@ def with_intervals(frame: pd.DataFrame, figures: FigureIndex, distances: Distanc
     accuracy = [c for c in frame.columns if figures.is_accuracy(c)]
     medians = [(c, figures[c].split, str(figures[c].norm))
                for c in figures.select(frame.columns, [MEDIAN])]
-    pairs = _pairs(frame, figures, radii)
+    pairs = _pairs(medians, radii)
     for i, row in enumerate(rows):
         n = known(row.get("n"))
         for col in accuracy:
