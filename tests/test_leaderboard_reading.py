@@ -298,9 +298,10 @@ QUOTED = {
     ROOT / "README.md": [
         (trajectory_claims, r"^digits-cnn-deep-s[01] / (depth|margin|growth|decreases"
                             r"|largest decrease|gap at end|aa_.*L2.*)$"),
-        (trajectory_claims, r"^fashion-cnn-deep-s0 / (depth|margin|growth|late"
+        (trajectory_claims, r"^fashion-cnn-deep-s[01] / (depth|margin|growth|late"
                             r"|aa_test_L2_1)$"),
         (seed_claims, r"^digits / final (margins|robustness)$"),
+        (seed_claims, r"^fashion-mnist / final (margins|robustness|overlap)$"),
         (grid_claims, r"^.* / matched margin ratio$"),
         (grid_claims, r"^CIFAR-10 \(JPEG\) CNN / pooled / aa_t(rain|est)_L2_0.5$"),
         (cifar_claims, r"^cifar / (cifar-cnn-fast-s[0-2] / trajectory|clean test"

@@ -3,10 +3,10 @@
 # class-balanced subset of 1,000 training and 1,000 test images (the same for every seed:
 # --data-seed 0), trained with loss-based-fast to a summed loss of 1e-200, a checkpoint
 # every 25 decades, one torch thread. Rerunning resumes a run that was stopped. TARGET
-# (default -200) sets the depth: seed 0 was trained with TARGET=-125, about 2 hours of one
-# core (see NOTES.md).
+# (default -200) sets the depth: seeds 0 and 1 were trained with TARGET=-125, about 2 hours
+# of one core each (see NOTES.md).
 #
-#   TARGET=-125 bash leaderboard/trajectory/train_fashion.sh 0   # seed 0 (then 1, if time allows)
+#   TARGET=-125 bash leaderboard/trajectory/train_fashion.sh 0   # seed 0 (then 1)
 #   bash leaderboard/trajectory/evaluate.sh            # every checkpoint, then the board
 set -euo pipefail
 cd "$(dirname "$0")/../.."
