@@ -131,15 +131,15 @@ def cifar_claims() -> dict[str, str]:
     certified = _csv(BOARD, "certified.csv")
     ends = certified.merge(final[["run", "checkpoint"]], on=["run", "checkpoint"])
     lipschitz = ends[(ends["certifier"] == "lipschitz") & (ends["split"] == "train")
-                     & (ends["norm"] == "L2")]
+                     & (ends["norm"] == "L2")].merge(final[["run", "median_dist_train_L2"]],
+                                                     on="run")
     for schedule, sub in lipschitz.groupby("schedule"):
-        fmn = final[final["schedule"] == schedule]["median_dist_train_L2"]
+        fmn = sub["median_dist_train_L2"]
         out[f"cifar / {schedule} / certified radius"] = (
             f"median Lipschitz-certified L2 radius {sub['median_radius'].min():.2g} to "
             f"{sub['median_radius'].max():.2g} against a median FMN distance of "
             f"{fmn.min():.2f} to {fmn.max():.2f}")
-    looser = (lipschitz.merge(final[["run", "median_dist_train_L2"]], on="run")
-              .eval("median_dist_train_L2 / median_radius"))
+    looser = lipschitz["median_dist_train_L2"] / lipschitz["median_radius"]
     out["cifar / certified looseness"] = (f"{looser.min():.0f} to {looser.max():.0f} times "
                                           "below the median FMN distance of its run")
     skipped = ends[ends["certifier"].isin(["crown", "exact"]) & ends["skipped"].notna()]
